@@ -1,0 +1,158 @@
+"""The training loop: batches come from whole tensors on the device, never from a DataLoader.
+
+A source turns a batch of row indices into model inputs. `ImageSource` preprocesses uint8 images on
+the device (and runs a frozen prefix of the model without autograd); `TensorSource` serves inputs that
+were computed once (a frozen extractor's features: same every epoch when nothing is augmented).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from engine.cost import Stopwatch
+from engine.errors import JobCancelled
+from engine.preprocess import InputSpec, prepare_batch
+from engine.results import Hooks
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (no loss scaling needed, unlike fp16); float32 on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class ImageSource:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        spec: InputSpec,
+        augment: bool,
+        prefix: Forward | None = None,
+    ):
+        self.images, self.labels, self.spec, self.augment, self.prefix = (
+            images,
+            labels,
+            spec,
+            augment,
+            prefix,
+        )
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def batch(
+        self, index: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        x = prepare_batch(self.images[index], self.spec, augment=self.augment, generator=generator)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.prefix is not None:
+            with torch.no_grad(), autocast(self.device):
+                x = self.prefix(x)
+        return x, self.labels[index]
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+
+class TensorSource:
+    def __init__(self, inputs: torch.Tensor, labels: torch.Tensor):
+        self.inputs, self.labels = inputs, labels
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def batch(
+        self, index: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inputs[index], self.labels[index]
+
+
+Source = ImageSource | TensorSource
+
+
+@torch.no_grad()
+def precompute(source: ImageSource, batch_size: int) -> TensorSource:
+    """Run the source's frozen prefix once over every row (un-augmented) and keep the outputs."""
+    assert not source.augment, "augmented inputs differ every epoch and cannot be cached"
+    parts = []
+    for start in range(0, len(source), batch_size):
+        index = torch.arange(start, min(start + batch_size, len(source)), device=source.device)
+        parts.append(source.batch(index, None)[0])
+    return TensorSource(torch.cat(parts), source.labels)
+
+
+def steps_per_epoch(rows: int, batch_size: int) -> int:
+    # A last batch of one row is dropped: BatchNorm cannot train on a single sample.
+    steps = math.ceil(rows / batch_size)
+    return steps - 1 if rows % batch_size == 1 and steps > 1 else steps
+
+
+@dataclass
+class EpochTotals:
+    loss: float
+    accuracy: float
+    seconds: float
+    rows: int
+
+
+def train_epoch(
+    source: Source,
+    forward: Forward,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    criterion: nn.Module,
+    batch_size: int,
+    generator: torch.Generator,
+    device: torch.device,
+    hooks: Hooks,
+    progress: Callable[[], float],
+) -> EpochTotals:
+    rows = len(source)
+    order = torch.randperm(rows, generator=generator).to(device)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    with Stopwatch(device) as watch:
+        for step in range(steps_per_epoch(rows, batch_size)):
+            index = order[step * batch_size : (step + 1) * batch_size]
+            x, y = source.batch(index, generator)
+            with autocast(device):
+                logits = forward(x)
+                loss = criterion(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            # Accumulate on the device: a .item() per batch would stall the GPU pipeline.
+            loss_sum += loss.detach() * y.shape[0]
+            correct += (logits.argmax(dim=1) == y).sum()
+            seen += y.shape[0]
+            hooks.on_progress(progress())
+            if hooks.should_stop():
+                raise JobCancelled("stopped at the hooks' request")
+    return EpochTotals(float(loss_sum) / max(seen, 1), float(correct) / max(seen, 1), watch.seconds, seen)
+
+
+@torch.no_grad()
+def infer_logits(source: Source, forward: Forward, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Logits for every row, in order, as float32 on the CPU."""
+    parts = []
+    for start in range(0, len(source), batch_size):
+        index = torch.arange(start, min(start + batch_size, len(source)), device=device)
+        x, _ = source.batch(index, None)
+        with autocast(device):
+            parts.append(forward(x).float().cpu())
+    return torch.cat(parts) if parts else torch.empty(0, 0)

@@ -1,0 +1,150 @@
+"""What a job asks for: validated, bounded, documented specs.
+
+These pydantic models are the single source of every default and bound. The engine validates with
+them, and the service reuses them as its request schemas, so the HTTP API and a notebook get the same
+rules and the same error messages.
+
+    from engine.spec import PretrainSpec
+    spec = PretrainSpec(dataset="stl10", model="simple_cnn", hyperparameters={"epochs": 3})
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class DatasetName(StrEnum):
+    stl10 = "stl10"
+    mnist = "mnist"
+    fashion_mnist = "fashion_mnist"
+    cifar10 = "cifar10"
+
+
+class Architecture(StrEnum):
+    simple_cnn = "simple_cnn"
+    resnet18 = "resnet18"
+    mobilenet_v3_small = "mobilenet_v3_small"
+    vgg11_bn = "vgg11_bn"
+
+
+class Strategy(StrEnum):
+    linear = "linear"  # whole extractor frozen, only the head trains
+    partial = "partial"  # first `frozen_blocks` blocks frozen
+    full = "full"  # everything trains, extractor at lr * extractor_lr_factor
+    lp_ft = "lp_ft"  # linear probe, then full fine-tune (Kumar et al., ICLR 2022)
+
+
+class OptimizerName(StrEnum):
+    adam = "adam"
+    adamw = "adamw"
+    rmsprop = "rmsprop"
+    sgd = "sgd"
+
+
+class SchedulerName(StrEnum):
+    cosine = "cosine"
+    step = "step"
+    onecycle = "onecycle"
+    none = "none"
+
+
+class _Strict(BaseModel):
+    # Unknown fields are errors: a typo like "learning_rate" must not silently train at the default.
+    model_config = ConfigDict(extra="forbid", use_enum_values=False)
+
+
+class Hyperparameters(_Strict):
+    """How to train. Every field has a default that works for a quick run."""
+
+    epochs: int = Field(10, ge=1, le=1000, description="Passes over the training split.")
+    batch_size: int = Field(128, ge=1, le=4096, description="Images per optimiser step.")
+    optimizer: OptimizerName = Field(OptimizerName.adam, description="adam, adamw, rmsprop or sgd.")
+    lr: float = Field(
+        1e-3,
+        gt=0,
+        le=10,
+        description="Peak learning rate of the head (and of the whole model in pre-training).",
+    )
+    weight_decay: float = Field(0.0, ge=0, le=1, description="L2 penalty (decoupled for adamw).")
+    momentum: float = Field(0.9, ge=0, lt=1, description="Momentum for sgd and rmsprop.")
+    nesterov: bool = Field(False, description="Nesterov momentum (sgd only; needs momentum > 0).")
+    scheduler: SchedulerName = Field(
+        SchedulerName.cosine,
+        description="Learning-rate schedule, stepped every batch: cosine, step, onecycle, none.",
+    )
+    step_gamma: float = Field(
+        0.1, gt=0, le=1, description="step scheduler: lr factor at each third of training."
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Cross-entropy label smoothing.")
+    seed: int = Field(
+        0, ge=0, le=2**31 - 1, description="Same seed on the same device gives the same result."
+    )
+    extractor_lr_factor: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="full and lp_ft: the extractor trains at lr times this (seed: 'a lower learning rate').",
+    )
+    linear_probe_fraction: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="lp_ft: share of the epochs spent on the linear probe before full fine-tuning.",
+    )
+
+
+class DataOptions(_Strict):
+    """Which images, at what size. Caps are stratified and seeded."""
+
+    image_size: int = Field(96, ge=16, le=512, description="Model input side in pixels (seed: 96).")
+    train_samples: int | None = Field(
+        None, ge=10, description="Cap on training images (before the validation split); null = all."
+    )
+    test_samples: int | None = Field(None, ge=10, description="Cap on test images; null = all.")
+    val_fraction: float = Field(
+        0.1,
+        ge=0,
+        le=0.5,
+        description="Share of the training split held out for validation (0 = none).",
+    )
+    augment: bool | None = Field(
+        None,
+        description="Random crop, flip and Gaussian blur on training batches; null = the data set's default "
+        "(on for stl10 and cifar10, off for the digit sets).",
+    )
+
+
+class PretrainSpec(_Strict):
+    """Train an architecture from random initialisation on a source data set."""
+
+    kind: Literal["pretrain"] = "pretrain"
+    dataset: DatasetName = DatasetName.stl10
+    model: Architecture = Architecture.resnet18
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    data: DataOptions = Field(default_factory=DataOptions)
+
+
+class FinetuneSpec(_Strict):
+    """Adapt a trained checkpoint to a target data set with a strategy."""
+
+    kind: Literal["finetune"] = "finetune"
+    dataset: DatasetName = DatasetName.mnist
+    strategy: Strategy = Strategy.linear
+    frozen_blocks: int | None = Field(
+        None,
+        ge=0,
+        description="partial: how many leading extractor blocks stay frozen; null = half of them.",
+    )
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    data: DataOptions = Field(default_factory=DataOptions)
+    random_init: bool = Field(
+        False,
+        description="Control run: keep the source architecture but re-initialise its weights randomly, "
+        "to measure how much of the source training transfers.",
+    )
+
+
+JobSpec = Annotated[PretrainSpec | FinetuneSpec, Field(discriminator="kind")]
