@@ -1,0 +1,68 @@
+"""Typed dependencies: the database session, the settings, the token check, the predictor cache, and
+the two things the API hands to the queue (enqueue, broker ping); tests swap them with
+app.dependency_overrides."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from service.config import Settings, get_settings
+from service.db import get_sessionmaker
+from service.inference import PredictorCache, get_predictor_cache
+
+
+def get_db() -> Iterator[Session]:
+    with get_sessionmaker()() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_db)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="Needed on every route but health and docs when TRANSFERLAB_API_TOKEN is set.",
+)
+
+
+def require_token(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """When a token is set: 401 unless `Authorization: Bearer <TRANSFERLAB_API_TOKEN>` is sent."""
+    if not settings.api_token:
+        return
+    given = credentials.credentials if credentials is not None else ""
+    if not hmac.compare_digest(given.encode(), settings.api_token.encode()):
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail="missing or wrong API token; send 'Authorization: Bearer <token>' with the "
+            "value of TRANSFERLAB_API_TOKEN",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def get_enqueue() -> Callable[[str], None]:
+    """Sends run_job(job_id) to the broker. Imported on first use: the app starts without Celery."""
+    from worker.celery_app import enqueue_run_job
+
+    return enqueue_run_job
+
+
+def get_broker_check() -> Callable[[], None]:
+    """Raises when the broker cannot be reached within about two seconds."""
+
+    from worker.celery_app import check_broker
+
+    return lambda: check_broker(timeout_seconds=2.0)
+
+
+EnqueueDep = Annotated[Callable[[str], None], Depends(get_enqueue)]
+BrokerCheckDep = Annotated[Callable[[], None], Depends(get_broker_check)]
+PredictorCacheDep = Annotated[PredictorCache, Depends(get_predictor_cache)]

@@ -1,0 +1,44 @@
+"""Checkpoints: every trained model, with what it needs to answer /predict."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, status
+from sqlalchemy import func, select
+
+from service.deps import SessionDep
+from service.models import Checkpoint
+from service.schemas import CheckpointList, CheckpointPublic, ErrorPublic
+
+router = APIRouter(prefix="/checkpoints", tags=["checkpoints"])
+
+
+@router.get("", response_model=CheckpointList)
+def list_checkpoints(
+    session: SessionDep,
+    skip: Annotated[int, Query(ge=0, description="Checkpoints to skip (newest first).")] = 0,
+    limit: Annotated[int, Query(ge=1, le=100, description="Checkpoints per page, 1..100.")] = 100,
+) -> CheckpointList:
+    """Checkpoints, newest first, with the total count for paging."""
+    count = session.scalar(select(func.count()).select_from(Checkpoint)) or 0
+    rows = session.scalars(
+        select(Checkpoint)
+        .order_by(Checkpoint.created_at.desc(), Checkpoint.id.desc())
+        .offset(skip)
+        .limit(limit)
+    ).all()
+    return CheckpointList(data=[CheckpointPublic.model_validate(row) for row in rows], count=count)
+
+
+@router.get(
+    "/{checkpoint_id}",
+    response_model=CheckpointPublic,
+    responses={404: {"model": ErrorPublic, "description": "No checkpoint with that id."}},
+)
+def get_checkpoint(session: SessionDep, checkpoint_id: str) -> CheckpointPublic:
+    """One checkpoint: job, architecture, data set, strategy, classes, input spec, sha256, size."""
+    row = session.get(Checkpoint, checkpoint_id)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"checkpoint {checkpoint_id!r} not found")
+    return CheckpointPublic.model_validate(row)

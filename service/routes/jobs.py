@@ -1,0 +1,259 @@
+"""Jobs: post a pretrain or finetune run, follow it, read its metrics, cancel it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, HTTPException, Query, Response, status
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import selectinload
+
+from engine.spec import PretrainSpec
+from service.deps import EnqueueDep, SessionDep
+from service.models import Cost, EpochMetric, Evaluation, Job, JobStatus, utcnow
+from service.schemas import (
+    ErrorPublic,
+    FinetuneJobCreate,
+    JobCreate,
+    JobList,
+    JobPublic,
+    MetricsPublic,
+)
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+NOT_FOUND = {404: {"model": ErrorPublic, "description": "No job with that id."}}
+
+CREATE_EXAMPLES: dict[str, Any] = {
+    "pretrain": {
+        "summary": "Pre-train resnet18 on STL-10",
+        "description": "The seed's source model: 96x96 STL-10, augmented, cosine schedule.",
+        "value": {
+            "kind": "pretrain",
+            "dataset": "stl10",
+            "model": "resnet18",
+            "hyperparameters": {"epochs": 30, "batch_size": 128, "optimizer": "adam", "lr": 0.001},
+            "data": {"image_size": 96, "val_fraction": 0.1, "augment": True},
+        },
+    },
+    "finetune": {
+        "summary": "Fine-tune it on MNIST, first two blocks frozen",
+        "description": "source: the id of a succeeded job; frozen_blocks is for strategy partial.",
+        "value": {
+            "kind": "finetune",
+            "source": "3f2b6c1e9a8d4e0f8b7a6c5d4e3f2a1b",
+            "dataset": "mnist",
+            "strategy": "partial",
+            "frozen_blocks": 2,
+            "hyperparameters": {
+                "epochs": 5,
+                "batch_size": 128,
+                "lr": 0.001,
+                "extractor_lr_factor": 0.1,
+            },
+            "data": {"image_size": 96, "train_samples": 10000},
+            "random_init": False,
+        },
+    },
+}
+
+
+def _get_job(session: SessionDep, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id!r} not found")
+    return job
+
+
+def _check_source(session: SessionDep, job_in: FinetuneJobCreate) -> Job:
+    source = session.get(Job, job_in.source)
+    if source is None:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            detail=f"source: job {job_in.source!r} not found; give the id of a succeeded job",
+        )
+    if source.status != JobStatus.succeeded or source.checkpoint is None:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            detail=f"source: job {source.id!r} is {source.status}"
+            + ("" if source.status != JobStatus.succeeded else " but has no checkpoint")
+            + "; fine-tuning needs a succeeded job with a checkpoint",
+        )
+    # What the spec's own bounds cannot see (frozen_blocks against the source model's blocks,
+    # lp_ft's two phases): the engine's rule, so the API never queues a job the worker refuses.
+    from engine.errors import SpecError
+    from engine.run import validate_finetune  # imports torch: only on this path
+
+    try:
+        validate_finetune(job_in.to_spec(), source.architecture)
+    except SpecError as exc:
+        path = exc.field.split(".")
+        value: Any = job_in.model_dump(mode="json")
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("body", "finetune", *path),
+                    "msg": str(exc),
+                    "input": value,
+                }
+            ]
+        ) from None
+    return source
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobPublic,
+    responses={
+        404: {"model": ErrorPublic, "description": "finetune: the source job does not exist."},
+        409: {"model": ErrorPublic, "description": "finetune: the source job has not succeeded."},
+        503: {
+            "model": ErrorPublic,
+            "description": "The queue is unreachable; the job was marked failed.",
+        },
+    },
+)
+def create_job(
+    job_in: Annotated[JobCreate, Body(openapi_examples=CREATE_EXAMPLES)],
+    session: SessionDep,
+    enqueue: EnqueueDep,
+    response: Response,
+) -> JobPublic:
+    """Queue a pretrain or finetune run. Returns at once with the queued job; follow its `links`."""
+    if isinstance(job_in, FinetuneJobCreate):
+        source = _check_source(session, job_in)
+        spec = job_in.to_spec()
+        job = Job(
+            kind="finetune",
+            dataset=spec.dataset.value,
+            architecture=source.architecture,
+            strategy=spec.strategy.value,
+            source_job_id=source.id,
+        )
+    else:
+        spec = PretrainSpec.model_validate(job_in.model_dump())
+        job = Job(
+            kind="pretrain",
+            dataset=spec.dataset.value,
+            architecture=spec.model.value,
+            strategy=None,
+        )
+    job.status = JobStatus.queued
+    job.spec = spec.model_dump(mode="json")
+    session.add(job)
+    session.commit()
+
+    try:
+        enqueue(job.id)
+    except Exception as exc:
+        # Never leave a job queued that no worker will ever receive.
+        reason = f"could not be queued: {type(exc).__name__}: {exc}"
+        session.execute(
+            update(Job)
+            .where(Job.id == job.id, Job.status == JobStatus.queued)
+            .values(status=JobStatus.failed, error=reason, finished_at=utcnow())
+        )
+        session.commit()
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail=f"job {job.id} {reason}; it was marked failed. Check the broker "
+            "(GET /readyz) and post the job again.",
+        ) from exc
+
+    response.headers["Location"] = f"/jobs/{job.id}"
+    session.refresh(job)
+    return JobPublic.from_row(job)
+
+
+@router.get("", response_model=JobList)
+def list_jobs(
+    session: SessionDep,
+    status_: Annotated[
+        JobStatus | None, Query(alias="status", description="Only jobs in this status.")
+    ] = None,
+    kind: Annotated[Literal["pretrain", "finetune"] | None, Query(description="Only this kind.")] = None,
+    skip: Annotated[int, Query(ge=0, description="Jobs to skip (newest first).")] = 0,
+    limit: Annotated[int, Query(ge=1, le=100, description="Jobs per page, 1..100.")] = 100,
+) -> JobList:
+    """Jobs, newest first, with the total count for paging."""
+    conditions = []
+    if status_ is not None:
+        conditions.append(Job.status == status_)
+    if kind is not None:
+        conditions.append(Job.kind == kind)
+    count = session.scalar(select(func.count()).select_from(Job).where(*conditions)) or 0
+    rows = session.scalars(
+        select(Job)
+        .where(*conditions)
+        .options(selectinload(Job.checkpoint))
+        .order_by(Job.created_at.desc(), Job.id.desc())
+        .offset(skip)
+        .limit(limit)
+    ).all()
+    return JobList(data=[JobPublic.from_row(row) for row in rows], count=count)
+
+
+@router.get("/{job_id}", response_model=JobPublic, responses=NOT_FOUND)
+def get_job(session: SessionDep, job_id: str) -> JobPublic:
+    """One job: status, progress, epoch, attempts, error, timestamps, worker, device, spec."""
+    return JobPublic.from_row(_get_job(session, job_id))
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobPublic,
+    responses={
+        200: {"description": "The job was queued and is now cancelled."},
+        202: {
+            "model": JobPublic,
+            "description": "The job is running; it stops within one epoch's batches.",
+        },
+        **NOT_FOUND,
+        409: {"model": ErrorPublic, "description": "The job has already finished."},
+    },
+)
+def cancel_job(session: SessionDep, job_id: str, response: Response) -> JobPublic:
+    """Cancel a job: a queued one at once (200), a running one at its next batch (202)."""
+    job = _get_job(session, job_id)
+    # Conditional updates: the worker may claim or finish the job between our read and write.
+    cancelled = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.queued)
+        .values(status=JobStatus.cancelled, cancel_requested=True, finished_at=utcnow())
+    )
+    if cancelled.rowcount:
+        session.commit()
+        session.refresh(job)
+        response.status_code = status.HTTP_200_OK
+        return JobPublic.from_row(job)
+    requested = session.execute(
+        update(Job).where(Job.id == job_id, Job.status == JobStatus.running).values(cancel_requested=True)
+    )
+    session.commit()
+    session.refresh(job)
+    if requested.rowcount:
+        response.status_code = status.HTTP_202_ACCEPTED
+        return JobPublic.from_row(job)
+    raise HTTPException(
+        status.HTTP_409_CONFLICT,
+        detail=f"job {job_id!r} is already {job.status}; only queued or running jobs can be cancelled",
+    )
+
+
+@router.get("/{job_id}/metrics", response_model=MetricsPublic, responses=NOT_FOUND)
+def get_metrics(session: SessionDep, job_id: str) -> MetricsPublic:
+    """Loss and accuracy per epoch and phase (so far, while running), then evaluation and cost."""
+    _get_job(session, job_id)
+    epochs = session.scalars(
+        select(EpochMetric).where(EpochMetric.job_id == job_id).order_by(EpochMetric.epoch, EpochMetric.phase)
+    ).all()
+    evaluation = session.get(Evaluation, job_id)
+    cost = session.get(Cost, job_id)
+    return MetricsPublic.model_validate(
+        {"epochs": epochs, "evaluation": evaluation, "cost": cost}, from_attributes=True
+    )

@@ -1,0 +1,143 @@
+"""Predict: classify uploaded PNG/JPEG images with any trained checkpoint.
+
+A sync route, so FastAPI runs it in its threadpool: decoding and the forward pass are CPU-bound and
+must not block the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, HTTPException, UploadFile, status
+from fastapi.exceptions import RequestValidationError
+
+from engine.errors import CheckpointError
+from service.deps import PredictorCacheDep, SessionDep, SettingsDep
+from service.models import Checkpoint, Job
+from service.schemas import ErrorPublic, PredictionPublic, PredictionResponse, TopPrediction
+from service.uploads import ALLOWED_TYPES, check_uploads, decode, pixel_batches
+
+router = APIRouter(tags=["predict"])
+log = logging.getLogger(__name__)
+
+TOP_K = 3
+
+
+def _exactly_one_error(checkpoint: str | None, job: str | None) -> RequestValidationError:
+    msg = (
+        "give exactly one of the form fields checkpoint (a checkpoint id) or job (the id of a job "
+        f"with a checkpoint); got {'both' if checkpoint and job else 'neither'}"
+    )
+    return RequestValidationError(
+        [
+            {"type": "value_error", "loc": ("body", field), "msg": msg, "input": value}
+            for field, value in (("checkpoint", checkpoint), ("job", job))
+        ]
+    )
+
+
+def _find_checkpoint(session: SessionDep, checkpoint_id: str | None, job_id: str | None) -> Checkpoint:
+    if checkpoint_id:
+        row = session.get(Checkpoint, checkpoint_id)
+        if row is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"checkpoint: {checkpoint_id!r} not found")
+        return row
+    job = session.get(Job, job_id)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job: {job_id!r} not found")
+    if job.checkpoint is None:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            detail=f"job: {job_id!r} is {job.status} and has no checkpoint; predict with a succeeded job",
+        )
+    return job.checkpoint
+
+
+@router.post(
+    "/predict",
+    response_model=PredictionResponse,
+    responses={
+        404: {"model": ErrorPublic, "description": "No such checkpoint or job."},
+        409: {"model": ErrorPublic, "description": "The job has no checkpoint (yet)."},
+        413: {
+            "model": ErrorPublic,
+            "description": "Body, file count or image pixels over the limit.",
+        },
+        415: {"model": ErrorPublic, "description": f"A file is not an image ({ALLOWED_TYPES})."},
+        500: {
+            "model": ErrorPublic,
+            "description": "The checkpoint failed its sha256 check; not loaded.",
+        },
+    },
+)
+def predict(
+    session: SessionDep,
+    settings: SettingsDep,
+    cache: PredictorCacheDep,
+    files: Annotated[
+        list[UploadFile],
+        File(description=f"One or more images ({ALLOWED_TYPES}) of any mode, within the size limits."),
+    ],
+    checkpoint: Annotated[
+        str | None,
+        Form(
+            description="Checkpoint id. Give this or job.",
+            examples=["9c1d7e5a3b2f4a6c8e0d1f3a5b7c9e1d"],
+        ),
+    ] = None,
+    job: Annotated[
+        str | None,
+        Form(description="Id of a job with a checkpoint. Give this or checkpoint.", examples=[None]),
+    ] = None,
+) -> PredictionResponse:
+    """Classify images with a checkpoint's own preprocessing; loaded checkpoints stay cached."""
+    checkpoint, job = checkpoint or None, job or None
+    if (checkpoint is None) == (job is None):
+        raise _exactly_one_error(checkpoint, job)
+    if len(files) > settings.max_files_per_request:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            detail=f"files: {len(files)} files; the limit is {settings.max_files_per_request} "
+            "per request (TRANSFERLAB_MAX_FILES_PER_REQUEST)",
+        )
+    row = _find_checkpoint(session, checkpoint, job)
+    session.close()  # the row's fields are loaded; don't hold a pooled connection through inference
+    # Every header is checked (415/413) before the model is loaded or a pixel decoded.
+    uploads = check_uploads([(f.filename, f.file) for f in files], settings.max_image_pixels)
+
+    root = settings.checkpoints_dir
+    directory = (root / row.path).resolve()
+    if not directory.is_relative_to(root):
+        raise HTTPException(
+            status.HTTP_500_INTERNAL_SERVER_ERROR,
+            detail=f"checkpoint {row.id}: its recorded path leaves the checkpoints folder; not loaded",
+        )
+    try:
+        predictor = cache.get(row.id, directory, row.sha256)
+    except CheckpointError as exc:
+        log.error("checkpoint %s refused: %s", row.id, exc)
+        raise HTTPException(
+            status.HTTP_500_INTERNAL_SERVER_ERROR,
+            detail=f"checkpoint {row.id} cannot be used and was not loaded: {exc}",
+        ) from None
+
+    predictions: list[PredictionPublic] = []
+    for group in pixel_batches(uploads, settings.max_image_pixels):
+        images = [decode(upload) for upload in group]
+        try:
+            results = predictor.predict(images, top_k=TOP_K)
+        finally:
+            for image in images:
+                image.close()
+        predictions += [
+            PredictionPublic(
+                filename=upload.filename,
+                label=result.label,
+                index=result.index,
+                probability=result.probability,
+                top=[TopPrediction(label=label, probability=p) for label, p in result.top],
+            )
+            for upload, result in zip(group, results, strict=True)
+        ]
+    return PredictionResponse(checkpoint=row.id, predictions=predictions)

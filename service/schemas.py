@@ -1,0 +1,283 @@
+"""Request and response models, in families (Create / Public / List) like the FastAPI template.
+
+The training bodies reuse engine.spec: one source for every default, bound and allowed value, so the
+HTTP API and a notebook refuse the same inputs with the same messages.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from engine.spec import FinetuneSpec, PretrainSpec
+from service.models import JobStatus
+
+# Descriptions for the engine-spec fields that carry none there; filled into the JSON schema only,
+# so defaults and bounds stay single-sourced in engine.spec.
+_SPEC_FIELD_DOCS = {
+    "kind": "pretrain: train an architecture from scratch; finetune: adapt a succeeded job's checkpoint.",
+    "dataset": "Data set to train on: stl10, mnist, fashion_mnist or cifar10.",
+    "model": "Architecture: simple_cnn, resnet18, mobilenet_v3_small or vgg11_bn.",
+    "strategy": "linear: train the head only; partial: freeze the first frozen_blocks blocks; "
+    "full: train everything, the extractor at lr x extractor_lr_factor; "
+    "lp_ft: linear probe, then full.",
+    "hyperparameters": "How to train: epochs, batch size, optimiser, learning rate, schedule...",
+    "data": "Which images at what size: image_size, sample caps, validation share, augmentation.",
+}
+
+
+def _describe_spec_fields(schema: dict[str, Any]) -> None:
+    for name, prop in schema.get("properties", {}).items():
+        if "description" not in prop and name in _SPEC_FIELD_DOCS:
+            prop["description"] = _SPEC_FIELD_DOCS[name]
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; every timestamp we store is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+# ---------------------------------------------------------------- errors
+
+
+class ErrorPublic(BaseModel):
+    """The body of every 4xx/5xx response but 422."""
+
+    detail: str = Field(description="What was wrong, what is allowed, and what to do next.")
+
+
+# ---------------------------------------------------------------- jobs
+
+
+class PretrainJobCreate(PretrainSpec):
+    """Pre-train an architecture from random initialisation on a source data set."""
+
+    model_config = ConfigDict(json_schema_extra=_describe_spec_fields, title="PretrainJobCreate")
+
+
+class FinetuneJobCreate(FinetuneSpec):
+    """Fine-tune the checkpoint of a succeeded job on a target data set with a strategy."""
+
+    model_config = ConfigDict(json_schema_extra=_describe_spec_fields, title="FinetuneJobCreate")
+
+    source: str = Field(
+        min_length=1,
+        max_length=64,
+        description="Id of a succeeded job (pretrain or finetune) whose checkpoint is the start.",
+    )
+
+    def to_spec(self) -> FinetuneSpec:
+        """The engine spec, as the worker reads it back (the source lives in jobs.source_job_id)."""
+        return FinetuneSpec.model_validate(self.model_dump(exclude={"source"}))
+
+
+JobCreate = Annotated[PretrainJobCreate | FinetuneJobCreate, Field(discriminator="kind")]
+
+
+class JobLinks(BaseModel):
+    self: str = Field(description="This job.")
+    metrics: str = Field(description="Per-epoch metrics, evaluation and cost.")
+    cancel: str = Field(description="POST here to cancel.")
+    source: str | None = Field(None, description="The job this one fine-tunes (finetune only).")
+    checkpoint: str | None = Field(None, description="The trained checkpoint, once there is one.")
+
+
+class JobPublic(BaseModel):
+    """A job: what it asked for and where it stands."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str = Field(description="Job id (32 hex digits).")
+    kind: Literal["pretrain", "finetune"] = Field(description="pretrain or finetune.")
+    status: JobStatus = Field(description="queued, running, succeeded, failed or cancelled.")
+    dataset: str = Field(description="Data set the job trains on.")
+    architecture: str = Field(description="Model architecture (a fine-tune keeps its source's).")
+    strategy: str | None = Field(description="Fine-tuning strategy; null for pretrain.")
+    source: str | None = Field(description="Id of the job whose checkpoint is fine-tuned; null for pretrain.")
+    spec: dict[str, Any] = Field(
+        description="The validated engine spec (PretrainSpec or FinetuneSpec), defaults filled in."
+    )
+    progress: float = Field(description="Share of all training steps done, 0..1.")
+    current_epoch: int = Field(description="Last finished epoch (1-based); 0 before the first.")
+    attempts: int = Field(
+        description="Times a worker has started this job (a retry after a lost worker adds one)."
+    )
+    cancel_requested: bool = Field(description="A cancel was asked for while the job was running.")
+    error: str | None = Field(description="Why the job failed; null otherwise.")
+    worker: str | None = Field(description="Worker that ran (or runs) the job.")
+    device: str | None = Field(description="Device it trained on, e.g. cuda:0 or cpu.")
+    checkpoint: str | None = Field(description="Id of the trained checkpoint, once there is one.")
+    created_at: datetime = Field(description="When the job was posted (UTC).")
+    started_at: datetime | None = Field(description="When a worker last started it (UTC).")
+    finished_at: datetime | None = Field(description="When it reached a final status (UTC).")
+    heartbeat_at: datetime | None = Field(description="Last sign of life from its worker (UTC).")
+    links: JobLinks = Field(description="Related resources.")
+
+    @field_validator("created_at", "started_at", "finished_at", "heartbeat_at")
+    @classmethod
+    def as_utc(cls, value: datetime | None) -> datetime | None:
+        return _utc(value)
+
+    @classmethod
+    def from_row(cls, job: Any) -> JobPublic:
+        checkpoint_id = job.checkpoint.id if job.checkpoint is not None else None
+        return cls(
+            id=job.id,
+            kind=job.kind,
+            status=job.status,
+            dataset=job.dataset,
+            architecture=job.architecture,
+            strategy=job.strategy,
+            source=job.source_job_id,
+            spec=job.spec,
+            progress=job.progress,
+            current_epoch=job.current_epoch,
+            attempts=job.attempts,
+            cancel_requested=job.cancel_requested,
+            error=job.error,
+            worker=job.worker,
+            device=job.device,
+            checkpoint=checkpoint_id,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            heartbeat_at=job.heartbeat_at,
+            links=JobLinks(
+                self=f"/jobs/{job.id}",
+                metrics=f"/jobs/{job.id}/metrics",
+                cancel=f"/jobs/{job.id}/cancel",
+                source=f"/jobs/{job.source_job_id}" if job.source_job_id else None,
+                checkpoint=f"/checkpoints/{checkpoint_id}" if checkpoint_id else None,
+            ),
+        )
+
+
+class JobList(BaseModel):
+    data: list[JobPublic] = Field(description="This page of jobs, newest first.")
+    count: int = Field(description="Jobs matching the filters, over all pages.")
+
+
+# ---------------------------------------------------------------- metrics
+
+
+class EpochMetricPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    epoch: int = Field(description="Epoch number, 1-based.")
+    phase: Literal["train", "val"] = Field(description="train or val (validation split).")
+    loss: float = Field(description="Mean cross-entropy loss over the phase.")
+    accuracy: float = Field(description="Top-1 accuracy over the phase, 0..1.")
+    lr: float = Field(description="Head learning rate at the end of the epoch.")
+    seconds: float = Field(description="Wall-clock seconds the phase took.")
+    images_per_second: float = Field(description="Throughput of the phase.")
+
+
+class ClassMetricsPublic(BaseModel):
+    label: str = Field(description="Class name.")
+    precision: float = Field(description="Precision on the test split, 0..1.")
+    recall: float = Field(description="Recall on the test split, 0..1.")
+    f1: float = Field(description="F1 score on the test split, 0..1.")
+    support: int = Field(description="Test images of this class.")
+
+
+class EvaluationPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    accuracy: float = Field(description="Top-1 accuracy on the test split, 0..1.")
+    macro_f1: float = Field(description="Unweighted mean of the per-class F1 scores.")
+    weighted_f1: float = Field(description="Per-class F1 weighted by support.")
+    per_class: list[ClassMetricsPublic] = Field(description="Precision, recall, F1 and support per class.")
+    confusion_matrix: list[list[int]] = Field(description="Counts; rows are true classes, columns predicted.")
+
+
+class CostPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    train_seconds: float = Field(description="Wall-clock seconds spent training (all epochs).")
+    eval_seconds: float = Field(description="Wall-clock seconds spent on the final evaluation.")
+    trainable_parameters: int = Field(description="Parameters the strategy trained.")
+    total_parameters: int = Field(description="All parameters of the model.")
+    parameter_updates: int = Field(description="Trainable parameters x optimiser steps.")
+    peak_memory_bytes: int = Field(description="Peak memory during the run, in bytes.")
+    memory_device: str = Field(
+        description="Where the peak was measured: cuda:N (allocator peak) or cpu (peak RSS)."
+    )
+
+
+class MetricsPublic(BaseModel):
+    """Everything a results table needs for one job; while it runs, the epochs so far."""
+
+    epochs: list[EpochMetricPublic] = Field(description="One entry per epoch and phase, in order.")
+    evaluation: EvaluationPublic | None = Field(description="Test-split evaluation; null until the job ends.")
+    cost: CostPublic | None = Field(description="What the run cost; null until the job ends.")
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+class CheckpointPublic(BaseModel):
+    """A trained checkpoint (safetensors weights plus metadata), usable by POST /predict."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str = Field(description="Checkpoint id (32 hex digits).")
+    job: str = Field(validation_alias="job_id", description="Id of the job that trained it.")
+    architecture: str = Field(description="Model architecture.")
+    dataset: str = Field(description="Data set it was trained on.")
+    strategy: str | None = Field(description="Fine-tuning strategy; null for a pretrain checkpoint.")
+    class_names: list[str] = Field(description="Labels, in the order of the model's outputs.")
+    input_spec: dict[str, Any] = Field(
+        description="Preprocessing the model expects (image size, channels, normalisation); "
+        "/predict applies it."
+    )
+    sha256: str = Field(description="sha256 of the weights file, checked before every load.")
+    size_bytes: int = Field(description="Size of the weights file in bytes.")
+    created_at: datetime = Field(description="When it was written (UTC).")
+
+    @field_validator("created_at")
+    @classmethod
+    def as_utc(cls, value: datetime) -> datetime | None:
+        return _utc(value)
+
+
+class CheckpointList(BaseModel):
+    data: list[CheckpointPublic] = Field(description="This page of checkpoints, newest first.")
+    count: int = Field(description="All checkpoints, over all pages.")
+
+
+# ---------------------------------------------------------------- predict
+
+
+class TopPrediction(BaseModel):
+    label: str = Field(description="Class name.")
+    probability: float = Field(description="Softmax probability, 0..1.")
+
+
+class PredictionPublic(BaseModel):
+    filename: str = Field(description="Name of the uploaded file, as the client sent it.")
+    label: str = Field(description="Most probable class.")
+    index: int = Field(description="Index of that class in the checkpoint's class_names.")
+    probability: float = Field(description="Its softmax probability, 0..1.")
+    top: list[TopPrediction] = Field(description="The most probable classes, best first (up to 3).")
+
+
+class PredictionResponse(BaseModel):
+    checkpoint: str = Field(description="Id of the checkpoint that answered.")
+    predictions: list[PredictionPublic] = Field(description="One per uploaded file, in upload order.")
+
+
+# ---------------------------------------------------------------- health
+
+
+class HealthPublic(BaseModel):
+    status: Literal["ok"] = Field(description="Always ok: the process is up.")
+
+
+class ReadinessPublic(BaseModel):
+    status: Literal["ready"] = Field(description="ready: the database and the broker answered.")
+    database: Literal["ok"] = Field(description="The database answered SELECT 1.")
+    broker: Literal["ok"] = Field(description="The Celery broker accepted a connection.")

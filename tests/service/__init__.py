@@ -1,0 +1,1 @@
+"""API tests through FastAPI TestClient (httpx)."""

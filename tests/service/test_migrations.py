@@ -1,0 +1,104 @@
+"""Alembic is the only schema path: it upgrades, downgrades and upgrades again on SQLite and
+PostgreSQL, and leaves exactly the schema service/models.py describes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, inspect, pool
+
+from service import deps, migrate
+from service.main import create_app
+from service.models import Base
+
+TABLES = {"jobs", "epoch_metrics", "evaluations", "costs", "checkpoints"}
+POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def tables(url: str) -> set[str]:
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        return set(inspect(engine).get_table_names()) - {"alembic_version"}
+    finally:
+        engine.dispose()
+
+
+def schema_differences(url: str) -> list:
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            return compare_metadata(context, Base.metadata)
+    finally:
+        engine.dispose()
+
+
+def round_trip(url: str) -> None:
+    assert migrate.current(url) is None
+    migrate.upgrade(url)
+    assert migrate.current(url) == "0001"
+    assert tables(url) == TABLES
+    migrate.downgrade(url)
+    assert migrate.current(url) is None
+    assert tables(url) == set()
+    migrate.upgrade(url)
+    assert tables(url) == TABLES
+    assert schema_differences(url) == []
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A throwaway database on the local PostgreSQL, dropped afterwards."""
+    name = f"tl_mig_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL is not reachable at 127.0.0.1:5432: {exc}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_sqlite_upgrades_downgrades_and_matches_the_models(tmp_path):
+    round_trip(f"sqlite:///{tmp_path / 'db.sqlite'}")
+
+
+def test_postgresql_upgrades_downgrades_and_matches_the_models(postgres_url):
+    round_trip(postgres_url)
+
+
+def test_upgrade_defaults_to_the_settings_database(env, tmp_path):
+    settings = env()
+
+    migrate.upgrade()
+
+    assert migrate.current() == "0001"
+    assert tables(settings.sqlalchemy_url) == TABLES
+
+
+def test_the_api_works_on_postgresql(env, postgres_url):
+    env(DATABASE_URL=postgres_url)
+    migrate.upgrade()
+    app = create_app()
+    queued: list[str] = []
+    app.dependency_overrides[deps.get_enqueue] = lambda: queued.append
+
+    with TestClient(app) as client:
+        created = client.post("/jobs", json={"kind": "pretrain", "model": "simple_cnn"})
+        assert created.status_code == 202
+        job_id = created.json()["id"]
+        listed = client.get("/jobs", params={"status": "queued"}).json()
+        assert listed["count"] == 1 and listed["data"][0]["id"] == job_id
+        assert listed["data"][0]["created_at"].endswith(("Z", "+00:00"))
+        assert client.get(f"/jobs/{job_id}/metrics").json()["epochs"] == []
+        assert client.post(f"/jobs/{job_id}/cancel").status_code == 200
+    assert queued == [job_id]
