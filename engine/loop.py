@@ -54,8 +54,6 @@ class ImageSource:
         self, index: torch.Tensor, generator: torch.Generator | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         x = prepare_batch(self.images[index], self.spec, augment=self.augment, generator=generator)
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
         if self.prefix is not None:
             with torch.no_grad(), autocast(self.device):
                 x = self.prefix(x)
@@ -115,6 +113,7 @@ def train_epoch(
     criterion: nn.Module,
     batch_size: int,
     generator: torch.Generator,
+    augment_generator: torch.Generator,
     device: torch.device,
     hooks: Hooks,
     progress: Callable[[], float],
@@ -127,7 +126,7 @@ def train_epoch(
     with Stopwatch(device) as watch:
         for step in range(steps_per_epoch(rows, batch_size)):
             index = order[step * batch_size : (step + 1) * batch_size]
-            x, y = source.batch(index, generator)
+            x, y = source.batch(index, augment_generator)
             with autocast(device):
                 logits = forward(x)
                 loss = criterion(logits.float(), y)

@@ -166,7 +166,10 @@ def run_job(
     model.to(dev)
     if dev.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    generator = torch.Generator().manual_seed(hp.seed)  # shuffling and augmentation draws
+    generator = torch.Generator().manual_seed(hp.seed)  # shuffling, on the CPU
+    # Augmentation draws come from a generator on the training device: a CPU one would make every
+    # CUDA batch wait for a host-to-device copy of its random numbers.
+    augment_generator = torch.Generator(device=dev).manual_seed(hp.seed)
 
     with PeakMemory(dev) as memory:
         data = _load_data(spec, Path(data_root), download, dev)
@@ -187,6 +190,7 @@ def run_job(
         if state:
             model.load_state_dict({k: v.to(dev) for k, v in state["model"].items()})
             generator.set_state(state["generator"])
+            augment_generator.set_state(state["augment_generator"])
             torch.set_rng_state(state["torch_rng"])
 
         hooks.on_start(RunInfo(str(dev), sum(p.epochs for p in phases), done, steps))
@@ -227,6 +231,7 @@ def run_job(
                         criterion,
                         hp.batch_size,
                         generator,
+                        augment_generator,
                         dev,
                         hooks,
                         progress,
@@ -275,6 +280,7 @@ def run_job(
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict() if scheduler is not None else None,
                         "generator": generator.get_state(),
+                        "augment_generator": augment_generator.get_state(),
                         "torch_rng": torch.get_rng_state(),
                     },
                 )
