@@ -1,0 +1,86 @@
+"""The `transferlab` command: fast help, migrate, a worker that refuses a missing GPU, worker stop."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from service.cli import build_parser, stop_workers
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args: str, home: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRANSFERLAB_")}
+    env["TRANSFERLAB_HOME"] = str(home)
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_help_lists_the_three_commands_without_loading_torch_or_celery():
+    code = (
+        "import sys\n"
+        "from service.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = {'torch', 'celery', 'fastapi', 'uvicorn'} & set(sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert all(command in done.stdout for command in ("serve", "worker", "migrate"))
+
+
+def test_the_options_have_their_documented_defaults():
+    parser = build_parser()
+    serve = parser.parse_args(["serve"])
+    assert (serve.host, serve.port, serve.workers) == ("127.0.0.1", 8000, None)
+    worker = parser.parse_args(["worker", "--device", "cuda:1"])
+    assert (worker.device, worker.concurrency) == ("cuda:1", 1)
+
+
+def test_migrate_creates_the_schema(tmp_path):
+    done = run_cli("migrate", home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    with sqlite3.connect(tmp_path / "transferlab.sqlite") as db:
+        tables = {row[0] for row in db.execute("select name from sqlite_master where type='table'")}
+    assert {"jobs", "epoch_metrics", "evaluations", "costs", "checkpoints"} <= tables
+
+
+def test_a_worker_asked_for_a_gpu_this_machine_lacks_refuses_to_start(tmp_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    done = run_cli("worker", "--device", "cuda:0", home=tmp_path)
+    assert done.returncode == 2
+    assert "no CUDA device" in done.stderr
+
+
+def test_stopping_workers_kills_one_that_ignores_sigterm():
+    stubborn = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal, sys, time\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert stubborn.stdout.readline().strip() == "ready"
+    started = time.monotonic()
+    stop_workers([stubborn], timeout_seconds=0.5)
+    assert stubborn.returncode == -9 and time.monotonic() - started < 10
