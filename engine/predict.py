@@ -69,28 +69,31 @@ class Predictor:
         return cls(model.to(torch_device), meta, torch_device)
 
     @torch.inference_mode()
-    def probabilities(self, images: Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
-        """(N, classes) softmax probabilities for PIL images of any size and mode, or a uint8 batch."""
+    def prepare(self, images: Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
+        """Model inputs (N, 3, S, S) for PIL images of any size and mode, or a uint8 (N, C, H, W) batch."""
         if isinstance(images, torch.Tensor):
-            batch = prepare_batch(images.to(self.device), self.input_spec)
-        else:
-            # Each image is resized on its own (sizes may differ), then one forward pass for all.
-            parts = [
-                prepare_batch(
-                    pil_to_uint8(im, self.input_spec.channels)[None].to(self.device),
-                    self.input_spec,
-                )
-                for im in images
-            ]
-            batch = torch.cat(parts) if parts else torch.empty(0, 3, 1, 1, device=self.device)
+            return prepare_batch(images.to(self.device), self.input_spec)
+        # Each image is resized on its own (sizes may differ); the forward pass then takes them all.
+        parts = [
+            prepare_batch(pil_to_uint8(im, self.input_spec.channels)[None].to(self.device), self.input_spec)
+            for im in images
+        ]
+        size = self.input_spec.image_size
+        return torch.cat(parts) if parts else torch.empty(0, 3, size, size, device=self.device)
+
+    @torch.inference_mode()
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """(N, classes) softmax probabilities on the CPU for prepared inputs."""
         if batch.shape[0] == 0:
             return torch.empty(0, len(self.class_names))
         return torch.softmax(self.model(batch).float(), dim=1).cpu()
 
-    def predict(self, images: Sequence[Image.Image] | torch.Tensor, top_k: int = 3) -> list[Prediction]:
-        probs = self.probabilities(images)
+    def probabilities(self, images: Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
+        return self.forward(self.prepare(images))
+
+    def decode(self, probabilities: torch.Tensor, top_k: int = 3) -> list[Prediction]:
         k = min(top_k, len(self.class_names))
-        top_p, top_i = probs.topk(k, dim=1)
+        top_p, top_i = probabilities.topk(k, dim=1)
         return [
             Prediction(
                 index=int(ti[0]),
@@ -100,3 +103,6 @@ class Predictor:
             )
             for tp, ti in zip(top_p, top_i, strict=True)
         ]
+
+    def predict(self, images: Sequence[Image.Image] | torch.Tensor, top_k: int = 3) -> list[Prediction]:
+        return self.decode(self.probabilities(images), top_k)

@@ -10,36 +10,52 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from service.config import get_settings
 
 if TYPE_CHECKING:  # engine.predict imports torch; the app imports this module at start.
     from engine.predict import Predictor
+    from service.microbatch import MicroBatcher
 
-Loader = Callable[[Path, str], "Predictor"]
+
+@dataclass
+class ServedModel:
+    """A loaded checkpoint and the thread that batches concurrent requests for it."""
+
+    predictor: Predictor
+    batcher: MicroBatcher
+
+    def close(self) -> None:
+        self.batcher.close()
 
 
-def _load(directory: Path, sha256: str) -> Predictor:
+Loader = Callable[[Path, str], Any]
+
+
+def _load(directory: Path, sha256: str) -> ServedModel:
     from engine.predict import Predictor
+    from service.microbatch import MicroBatcher
 
-    return Predictor.load(directory, expected_sha256=sha256, device="cpu")
+    predictor = Predictor.load(directory, expected_sha256=sha256, device="cpu")
+    return ServedModel(predictor, MicroBatcher(predictor.forward))
 
 
 class PredictorCache:
     def __init__(self, capacity: int, loader: Loader = _load):
         self.capacity = capacity
         self._loader = loader
-        self._items: OrderedDict[tuple[str, str], Predictor] = OrderedDict()
+        self._items: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._lock = threading.Lock()  # guards _items and _loading
         self._loading: dict[tuple[str, str], threading.Lock] = {}
         self.hits = 0
         self.misses = 0
 
-    def get(self, checkpoint_id: str, directory: Path, sha256: str) -> Predictor:
-        """The loaded predictor; engine.errors.CheckpointError when the file fails its check."""
+    def get(self, checkpoint_id: str, directory: Path, sha256: str) -> Any:
+        """The loaded model (a ServedModel by default); CheckpointError when the file fails its check."""
         key = (checkpoint_id, sha256)  # a re-recorded sha256 is a different checkpoint
         with self._lock:
             if key in self._items:
@@ -64,7 +80,9 @@ class PredictorCache:
                 self.misses += 1
                 self._items[key] = predictor
                 while len(self._items) > self.capacity:
-                    self._items.popitem(last=False)
+                    _, evicted = self._items.popitem(last=False)
+                    if hasattr(evicted, "close"):
+                        evicted.close()
             return predictor
 
     def __contains__(self, checkpoint_id: str) -> bool:
@@ -77,6 +95,9 @@ class PredictorCache:
 
     def clear(self) -> None:
         with self._lock:
+            for item in self._items.values():
+                if hasattr(item, "close"):
+                    item.close()
             self._items.clear()
 
 

@@ -114,7 +114,7 @@ def predict(
             detail=f"checkpoint {row.id}: its recorded path leaves the checkpoints folder; not loaded",
         )
     try:
-        predictor = cache.get(row.id, directory, row.sha256)
+        served = cache.get(row.id, directory, row.sha256)
     except CheckpointError as exc:
         log.error("checkpoint %s refused: %s", row.id, exc)
         raise HTTPException(
@@ -122,22 +122,29 @@ def predict(
             detail=f"checkpoint {row.id} cannot be used and was not loaded: {exc}",
         ) from None
 
+    predictor = served.predictor
     predictions: list[PredictionPublic] = []
-    for group in pixel_batches(uploads, settings.max_image_pixels):
-        images = [decode(upload) for upload in group]
-        try:
-            results = predictor.predict(images, top_k=TOP_K)
-        finally:
-            for image in images:
-                image.close()
-        predictions += [
-            PredictionPublic(
-                filename=upload.filename,
-                label=result.label,
-                index=result.index,
-                probability=result.probability,
-                top=[TopPrediction(label=label, probability=p) for label, p in result.top],
-            )
-            for upload, result in zip(group, results, strict=True)
-        ]
+    with served.batcher.request() as request:  # concurrent requests share one forward pass
+        for group in pixel_batches(uploads, settings.max_image_pixels):
+            images = [decode(upload) for upload in group]
+            try:
+                inputs = predictor.prepare(images)
+            finally:
+                for image in images:
+                    image.close()
+            results = predictor.decode(request.submit(inputs), top_k=TOP_K)
+            predictions += _public(group, results)
     return PredictionResponse(checkpoint=row.id, predictions=predictions)
+
+
+def _public(group, results) -> list[PredictionPublic]:
+    return [
+        PredictionPublic(
+            filename=upload.filename,
+            label=result.label,
+            index=result.index,
+            probability=result.probability,
+            top=[TopPrediction(label=label, probability=p) for label, p in result.top],
+        )
+        for upload, result in zip(group, results, strict=True)
+    ]
