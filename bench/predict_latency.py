@@ -1,0 +1,211 @@
+"""POST /predict latency and throughput over loopback, against the bare model's forward pass (the floor).
+
+    python -m bench.predict_latency                     # resnet18 at 96x96, MNIST-style 28x28 PNGs
+    python -m bench.predict_latency --model simple_cnn --image-size 32 --seconds 3
+
+It starts `transferlab serve` (no workers) on a free port with a fresh state folder holding one
+checkpoint (random weights: latency does not depend on them), then measures:
+- the floor: Predictor.forward on prepared batches of 1, 8 and 32 (median of --repeats, after warm-up);
+- one client, sequential requests: p50 and p99 latency, and the p50 overhead over the 1-image floor;
+- 1, 8 and 32 concurrent clients for --seconds each: requests per second, and the forward passes the
+  server ran (micro-batching packs concurrent requests into one pass).
+Targets (issue 5): p50 overhead under 3 ms; at 32 clients, at least half the batched floor's rate.
+Client and server share this machine's cores: on 2 cores the clients' own work counts against us.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def digit_png() -> bytes:
+    """A real MNIST test digit when the shared data is beside the checkout, else a drawn one."""
+    image = np.zeros((28, 28), np.uint8)
+    image[6:22, 12:16] = 255  # a "1"
+    buffer = io.BytesIO()
+    Image.fromarray(image, "L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def make_checkpoint(home: Path, model: str, image_size: int) -> str:
+    """A checkpoint row and files in a fresh state folder; returns the checkpoint id."""
+    os.environ["TRANSFERLAB_HOME"] = str(home)
+    from engine.checkpoint import save_checkpoint
+    from engine.datasets import DATASETS
+    from engine.models import build_model
+    from engine.preprocess import InputSpec
+    from service.db import reset_caches, session_scope
+    from service.migrate import upgrade
+    from service.models import Checkpoint, Job, JobStatus
+
+    reset_caches()
+    upgrade()
+    info = DATASETS["mnist"]
+    meta = {
+        "architecture": model,
+        "num_classes": 10,
+        "class_names": list(info.class_names),
+        "input": InputSpec.for_dataset(info, image_size).to_dict(),
+        "dataset": "mnist",
+    }
+    folder = home / "checkpoints" / "bench"
+    saved = save_checkpoint(build_model(model, 10), meta, folder)
+    with session_scope() as session:
+        job = Job(kind="pretrain", status=JobStatus.succeeded, spec={}, dataset="mnist", architecture=model)
+        session.add(job)
+        session.flush()
+        row = Checkpoint(
+            job_id=job.id,
+            architecture=model,
+            dataset="mnist",
+            class_names=list(info.class_names),
+            input_spec=meta["input"],
+            path="bench",
+            sha256=saved.sha256,
+            size_bytes=saved.weights_path.stat().st_size,
+        )
+        session.add(row)
+        session.flush()
+        return row.id
+
+
+def floor_seconds(home: Path, checkpoint_id: str, sizes: list[int], repeats: int) -> dict[int, float]:
+    import torch
+
+    from engine.predict import Predictor
+
+    predictor = Predictor.load(home / "checkpoints" / "bench")
+    one = predictor.prepare(torch.from_numpy(np.zeros((1, 1, 28, 28), np.uint8)))
+    result = {}
+    for size in sizes:
+        batch = one.expand(size, -1, -1, -1).contiguous()
+        for _ in range(3):
+            predictor.forward(batch)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            predictor.forward(batch)
+            times.append(time.perf_counter() - start)
+        result[size] = statistics.median(times)
+    return result
+
+
+def post(client: httpx.Client, url: str, checkpoint_id: str, png: bytes) -> float:
+    start = time.perf_counter()
+    response = client.post(
+        url, data={"checkpoint": checkpoint_id}, files={"files": ("d.png", png, "image/png")}
+    )
+    elapsed = time.perf_counter() - start
+    response.raise_for_status()
+    return elapsed
+
+
+def sequential(url: str, checkpoint_id: str, png: bytes, count: int) -> list[float]:
+    with httpx.Client(timeout=30) as client:
+        for _ in range(20):
+            post(client, url, checkpoint_id, png)
+        return [post(client, url, checkpoint_id, png) for _ in range(count)]
+
+
+def concurrent(url: str, checkpoint_id: str, png: bytes, clients: int, seconds: float) -> float:
+    done = [0] * clients
+    stop = time.perf_counter() + seconds
+
+    def run(i: int) -> None:
+        with httpx.Client(timeout=60) as client:
+            while time.perf_counter() < stop:
+                post(client, url, checkpoint_id, png)
+                done[i] += 1
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(done) / (time.perf_counter() - started)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--image-size", type=int, default=96)
+    parser.add_argument("--requests", type=int, default=200, help="sequential requests for p50/p99")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per concurrency level")
+    parser.add_argument("--repeats", type=int, default=30, help="forward passes per floor size")
+    args = parser.parse_args(argv)
+
+    home = Path(tempfile.mkdtemp(prefix="tl-bench-predict-"))
+    checkpoint_id = make_checkpoint(home, args.model, args.image_size)
+    floors = floor_seconds(home, checkpoint_id, [1, 8, 32], args.repeats)
+    port = free_port()
+    env = {**os.environ, "TRANSFERLAB_HOME": str(home), "TRANSFERLAB_EMBEDDED_WORKERS": "0"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--workers", "0",
+         "--loglevel", "WARNING"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        png = digit_png()
+        url = f"{base}/predict"
+        latencies = sequential(url, checkpoint_id, png, args.requests)
+        rates = {c: concurrent(url, checkpoint_id, png, c, args.seconds) for c in (1, 8, 32)}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    p50 = statistics.median(latencies)
+    p99 = float(np.percentile(latencies, 99))
+    overhead_ms = (p50 - floors[1]) * 1000
+    batched_rate = 32 / floors[32]
+    import torch
+
+    print(f"# /predict, {args.model} at {args.image_size}x{args.image_size}, 28x28 grey PNG, "
+          f"torch {torch.__version__}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}")  # fmt: skip
+    print("| measure | value |\n|---|---|")
+    for size, seconds in floors.items():
+        print(f"| bare forward, batch {size} | {seconds * 1000:.2f} ms ({size / seconds:.0f} images/s) |")
+    print(f"| one client: p50 / p99 | {p50 * 1000:.2f} / {p99 * 1000:.2f} ms |")
+    print(f"| p50 overhead over the 1-image forward | {overhead_ms:.2f} ms |")
+    for clients, rate in rates.items():
+        print(f"| {clients} concurrent clients | {rate:.0f} requests/s |")
+    verdict_latency = "PASS" if overhead_ms < 3 else "FAIL"
+    verdict_rate = "PASS" if rates[32] >= batched_rate / 2 else "FAIL"
+    print(f"\np50 overhead < 3 ms: {verdict_latency} ({overhead_ms:.2f} ms)")
+    print(
+        f"32 clients >= half the batched floor ({batched_rate / 2:.0f}/s): {verdict_rate} ({rates[32]:.0f}/s)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
