@@ -15,6 +15,7 @@ from functools import lru_cache
 from celery import Celery
 
 from service.config import get_settings
+from worker.embedded_broker import celery_broker_settings
 
 TASK_NAME = "transferlab.run_job"
 QUEUE = "transferlab"
@@ -33,8 +34,9 @@ def transport_options(broker_url: str) -> dict:
 
 
 def make_celery_app(broker_url: str) -> Celery:
-    app = Celery("transferlab", broker=broker_url, include=["worker.tasks"])
+    app = Celery("transferlab", include=["worker.tasks"])
     app.conf.update(
+        **celery_broker_settings(broker_url),
         broker_transport_options=transport_options(broker_url),
         broker_connection_retry_on_startup=True,
         task_default_queue=QUEUE,
@@ -53,7 +55,7 @@ def make_celery_app(broker_url: str) -> Celery:
 
 @lru_cache(maxsize=4)
 def _app_for(broker_url: str) -> Celery:
-    return celery_app if broker_url == celery_app.conf.broker_url else make_celery_app(broker_url)
+    return celery_app if broker_url == _DEFAULT_BROKER_URL else make_celery_app(broker_url)
 
 
 def current_app() -> Celery:
@@ -74,4 +76,5 @@ def check_broker(timeout_seconds: float = 3.0) -> None:
         app.amqp.queues[QUEUE](connection.default_channel).declare()
 
 
-celery_app = make_celery_app(get_settings().celery_broker_url)
+_DEFAULT_BROKER_URL = get_settings().celery_broker_url
+celery_app = make_celery_app(_DEFAULT_BROKER_URL)

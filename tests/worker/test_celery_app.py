@@ -37,8 +37,14 @@ def test_the_embedded_broker_gets_no_option_that_create_engine_would_refuse():
 
 
 def test_the_default_broker_is_the_embedded_sqlite_one_under_home(settings):
-    url = current_app().conf.broker_url
-    assert url == f"sqla+sqlite:///{settings.home.resolve() / 'broker.sqlite'}"
+    conf = current_app().conf
+    assert conf.broker_url == f"sqlite:///{settings.home.resolve() / 'broker.sqlite'}"
+    assert conf.broker_transport == "worker.embedded_broker:Transport"
+
+
+def test_the_embedded_broker_polls_ten_times_a_second(settings):
+    with current_app().connection_for_write() as connection:
+        assert connection.transport.polling_interval == 0.1
 
 
 def test_importing_the_app_loads_no_torch():
