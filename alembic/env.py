@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from logging.config import fileConfig
 
+from alembic import context
 from sqlalchemy import create_engine, pool
 
-from alembic import context
 from service.config import get_settings
 from service.models import Base
 

@@ -194,10 +194,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="upgrade the database to the newest revision")
     migrate.set_defaults(func=cmd_migrate)
+
+    # Listed here for --help; its own parser (service/experiment_cli.py) reads its arguments.
+    commands.add_parser(
+        "experiment",
+        help="submit the seed's study to a running API and follow it (--preset seed|quick|smoke)",
+        add_help=False,
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "experiment":  # an HTTP client: no server-side imports or logging set-up
+        from service.experiment_cli import main as experiment_main
+
+        return experiment_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=getattr(args, "loglevel", "INFO"),

@@ -4,7 +4,6 @@ app.dependency_overrides."""
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
@@ -12,6 +11,7 @@ from fastapi import Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from service.auth import UNAUTHORIZED, token_matches
 from service.config import Settings, get_settings
 from service.db import get_sessionmaker
 from service.inference import PredictorCache, get_predictor_cache
@@ -46,15 +46,16 @@ async def require_token(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    """When a token is set: 401 unless `Authorization: Bearer <TRANSFERLAB_API_TOKEN>` is sent."""
+    """When a token is set: 401 unless `Authorization: Bearer <TRANSFERLAB_API_TOKEN>` is sent.
+    service/auth.py refuses such requests earlier, before their body is read; this documents the
+    scheme in OpenAPI and guards a router mounted without that middleware."""
     if not settings.api_token:
         return
-    given = credentials.credentials if credentials is not None else ""
-    if not hmac.compare_digest(given.encode(), settings.api_token.encode()):
+    header = f"Bearer {credentials.credentials}" if credentials is not None else None
+    if not token_matches(header, settings.api_token):
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
-            detail="missing or wrong API token; send 'Authorization: Bearer <token>' with the "
-            "value of TRANSFERLAB_API_TOKEN",
+            detail=UNAUTHORIZED,
             headers={"WWW-Authenticate": "Bearer"},
         )
 

@@ -17,10 +17,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 
+from service.auth import TokenMiddleware
 from service.body_limit import BodyLimitMiddleware
 from service.config import get_settings
 from service.deps import require_token
-from service.routes import checkpoints, health, jobs, predict
+from service.routes import artifacts, checkpoints, experiments, health, jobs, predict
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,12 @@ TAGS = [
         "description": "Post pretrain and finetune runs, follow them, read metrics, cancel.",
     },
     {"name": "checkpoints", "description": "Trained models and the preprocessing each expects."},
+    {
+        "name": "experiments",
+        "description": "The seed's study in one request: pre-train, strategies x sweep with controls, "
+        "comparison table, report.",
+    },
+    {"name": "artifacts", "description": "PNG plots of jobs and experiments, by name."},
     {"name": "predict", "description": "Classify PNG/JPEG images with a checkpoint."},
     {"name": "health", "description": "Liveness and readiness probes (no token needed)."},
 ]
@@ -101,8 +108,10 @@ def create_app() -> FastAPI:
         openapi_tags=TAGS,
         lifespan=_lifespan,
     )
-    # Outermost: a too-large upload is refused before any of it is read.
+    # A too-large upload is refused before any of it is read, and (added last, so outermost) a
+    # request without the token before anything else happens.
     app.add_middleware(BodyLimitMiddleware, limits={"/predict": lambda: get_settings().max_upload_bytes})
+    app.add_middleware(TokenMiddleware, token=lambda: get_settings().api_token)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(Exception, _internal_error)
@@ -112,6 +121,8 @@ def create_app() -> FastAPI:
     app.include_router(jobs.router, dependencies=authenticated)
     app.include_router(checkpoints.router, dependencies=authenticated)
     app.include_router(predict.router, dependencies=authenticated)
+    app.include_router(experiments.router, dependencies=authenticated)
+    app.include_router(artifacts.router, dependencies=authenticated)
     return app
 
 

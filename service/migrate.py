@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, pool
 from sqlalchemy.engine import make_url
 
 import service
-from alembic import command
 from service.config import get_settings
 
 # The repo root, home of alembic.ini and alembic/ (we install with `pip install -e .`).

@@ -42,6 +42,25 @@ class JobStatus(StrEnum):
 TERMINAL_STATUSES = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
 
+class JobRole(StrEnum):
+    """What a job is for inside an experiment (null for a job posted on its own)."""
+
+    pretrain = "pretrain"
+    finetune = "finetune"
+    control = "control"  # the same fine-tune from a randomly initialised extractor
+
+
+class ExperimentStatus(StrEnum):
+    pretraining = "pretraining"  # its pre-train job is queued or running; no fine-tune exists yet
+    running = "running"  # fine-tunes and controls are queued or running
+    succeeded = "succeeded"  # every job ended and at least one fine-tune succeeded
+    failed = "failed"  # the pre-train failed, or no fine-tune succeeded
+    cancelled = "cancelled"
+
+
+EXPERIMENT_TERMINAL = (ExperimentStatus.succeeded, ExperimentStatus.failed, ExperimentStatus.cancelled)
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
 
@@ -68,6 +87,11 @@ class Job(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
+    # use_alter: experiments.pretrain_job_id points back at jobs, a cycle create_all must break.
+    experiment_id: Mapped[str | None] = mapped_column(
+        ForeignKey("experiments.id", name="fk_jobs_experiment_id", use_alter=True), index=True
+    )
+    role: Mapped[str | None] = mapped_column(String(16))  # pretrain | finetune | control
 
     epochs: Mapped[list[EpochMetric]] = relationship(
         back_populates="job", cascade="all, delete-orphan", order_by="(EpochMetric.epoch, EpochMetric.phase)"
@@ -75,6 +99,7 @@ class Job(Base):
     evaluation: Mapped[Evaluation | None] = relationship(back_populates="job", cascade="all, delete-orphan")
     cost: Mapped[Cost | None] = relationship(back_populates="job", cascade="all, delete-orphan")
     checkpoint: Mapped[Checkpoint | None] = relationship(back_populates="job", cascade="all, delete-orphan")
+    experiment: Mapped[Experiment | None] = relationship(back_populates="jobs", foreign_keys=[experiment_id])
 
 
 class EpochMetric(Base):
@@ -139,3 +164,49 @@ class Checkpoint(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
     job: Mapped[Job] = relationship(back_populates="checkpoint")
+
+
+class Experiment(Base):
+    """A study: one pre-train (made here, or an earlier job reused), then fine-tunes and controls."""
+
+    __tablename__ = "experiments"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), index=True, default=ExperimentStatus.pretraining)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)  # the validated ExperimentCreate, as JSON
+    dataset: Mapped[str] = mapped_column(String(32))  # the target data set of its fine-tunes
+    architecture: Mapped[str] = mapped_column(String(32))
+    # Made by this experiment (its experiment_id points back) or an earlier job reused. Null only
+    # between the two inserts that create an experiment with its own pre-train (a cycle of keys).
+    pretrain_job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    finished_at: Mapped[datetime | None]
+
+    jobs: Mapped[list[Job]] = relationship(
+        back_populates="experiment", foreign_keys="Job.experiment_id", order_by="(Job.created_at, Job.id)"
+    )
+    pretrain_job: Mapped[Job | None] = relationship(foreign_keys=[pretrain_job_id], post_update=True)
+
+
+class Artifact(Base):
+    """A file the service made (a PNG plot), owned by a job or by an experiment, served by name."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (
+        UniqueConstraint("job_id", "name", name="uq_artifacts_job_name"),
+        UniqueConstraint("experiment_id", "name", name="uq_artifacts_experiment_name"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    experiment_id: Mapped[str | None] = mapped_column(
+        ForeignKey("experiments.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(64))  # e.g. confusion_matrix.png
+    title: Mapped[str] = mapped_column(String(200))  # what it shows, for lists and reports
+    media_type: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(String(512))  # relative to Settings.artifacts_dir
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

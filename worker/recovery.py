@@ -21,6 +21,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.config import Settings
+from service.experiments.orchestrate import notify_job_finished
 from service.models import Job, JobStatus, utcnow
 from worker.lifecycle import lost_reason, stale_cutoff
 
@@ -91,6 +92,7 @@ def recover_orphaned_jobs(
             )
             if values["status"] != JobStatus.queued:
                 shutil.rmtree(settings.runs_dir / job.id, ignore_errors=True)
+                notify_job_finished(job.id)  # its experiment may now be done, or failed
     return changed
 
 

@@ -26,8 +26,10 @@ from engine.errors import CheckpointError, JobCancelled
 from engine.results import EpochMetrics, Hooks, RunInfo
 from engine.run import run_job as run_engine
 from engine.spec import FinetuneSpec, JobSpec
+from service.artifacts import record_job_artifacts
 from service.config import Settings, get_settings
 from service.db import get_sessionmaker
+from service.experiments.orchestrate import notify_job_finished
 from service.models import Checkpoint, Job, JobStatus, utcnow
 from worker import persist
 from worker.celery_app import TASK_NAME, celery_app, enqueue_run_job
@@ -45,6 +47,7 @@ from worker.recovery import start_reaper
 
 log = logging.getLogger(__name__)
 
+TERMINAL_OUTCOMES = {JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.cancelled.value}
 PROGRESS_WRITE_SECONDS = 1.0  # progress is written at most this often; every batch would be too much
 CANCEL_POLL_SECONDS = 1.0
 DB_RETRY_SECONDS = 15
@@ -163,6 +166,7 @@ def execute_job(
         log.info("job %s not run: %s (attempts %d)", job_id, claim.outcome, claim.attempts)
         if claim.outcome in (ClaimOutcome.exhausted, ClaimOutcome.cancelled):
             shutil.rmtree(settings.runs_dir / job_id, ignore_errors=True)
+            notify_job_finished(job_id)
         return claim.outcome.value
     log.info("job %s claimed by %s (attempt %d)", job_id, me, claim.attempts)
     try:
@@ -185,8 +189,10 @@ def execute_job(
         with sessions() as session:
             finish_job(session, job_id, me, JobStatus.failed, error=error[:4000])
         shutil.rmtree(settings.runs_dir / job_id, ignore_errors=True)
-        return JobStatus.failed.value
+        outcome = JobStatus.failed.value
     log.info("job %s: %s", job_id, outcome)
+    if outcome in TERMINAL_OUTCOMES:
+        notify_job_finished(job_id)  # an experiment's next step: fan out, finish, or fail
     return outcome
 
 
@@ -231,6 +237,7 @@ def _run_claimed(
     if reason is not None:
         _free_memory()  # the engine's tensors went with the exception's frames
         return _stopped(job_id, me, reason, settings, sessions)
+    record_job_artifacts(job_id, result)  # plots before "succeeded": a finished job has them; never raises
 
     with sessions() as session:
         if not touch(

@@ -96,6 +96,28 @@ def test_token_is_required_on_every_api_route(token_client, method, path, header
     assert "TRANSFERLAB_API_TOKEN" in response.json()["detail"]
 
 
+def test_a_request_without_the_token_is_refused_before_its_body_is_read():
+    import asyncio
+
+    from service.auth import TokenMiddleware
+
+    reads, sent = [], []
+
+    async def app(scope, receive, send):  # the inner app would read the body: it must never run
+        reads.append(await receive())
+
+    async def receive():
+        reads.append("body read")
+        return {"type": "http.request", "body": b"x" * 1000, "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
+    asyncio.run(TokenMiddleware(app, token=lambda: "s3cret")(scope, receive, send))
+    assert reads == [] and sent[0]["status"] == 401
+
+
 def test_right_token_is_let_through(token_client, auth_headers, enqueued):
     assert token_client.get("/jobs", headers=auth_headers).status_code == 200
     response = token_client.post("/jobs", json={"kind": "pretrain"}, headers=auth_headers)
@@ -123,7 +145,14 @@ def openapi(client):
 def test_openapi_has_title_version_description_and_tags(openapi):
     info = openapi["info"]
     assert info["title"] == "transferlab" and info["version"] and "fine-tune" in info["description"]
-    assert {t["name"] for t in openapi["tags"]} == {"jobs", "checkpoints", "predict", "health"}
+    assert {t["name"] for t in openapi["tags"]} == {
+        "jobs",
+        "checkpoints",
+        "predict",
+        "health",
+        "experiments",
+        "artifacts",
+    }
     for path, operations in openapi["paths"].items():
         for operation in operations.values():
             assert operation.get("tags"), path

@@ -17,7 +17,8 @@ from service import deps, migrate
 from service.main import create_app
 from service.models import Base
 
-TABLES = {"jobs", "epoch_metrics", "evaluations", "costs", "checkpoints"}
+TABLES = {"jobs", "epoch_metrics", "evaluations", "costs", "checkpoints", "experiments", "artifacts"}
+HEAD = "0002"
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
@@ -42,7 +43,7 @@ def schema_differences(url: str) -> list:
 def round_trip(url: str) -> None:
     assert migrate.current(url) is None
     migrate.upgrade(url)
-    assert migrate.current(url) == "0001"
+    assert migrate.current(url) == HEAD
     assert tables(url) == TABLES
     migrate.downgrade(url)
     assert migrate.current(url) is None
@@ -81,7 +82,7 @@ def test_upgrade_defaults_to_the_settings_database(env, tmp_path):
 
     migrate.upgrade()
 
-    assert migrate.current() == "0001"
+    assert migrate.current() == HEAD
     assert tables(settings.sqlalchemy_url) == TABLES
 
 

@@ -1,0 +1,56 @@
+"""Bearer-token check as pure ASGI middleware, so a request without the token is refused with 401
+before its body is read (a dependency would run only after FastAPI had parsed a 10 MB upload).
+
+The routers keep `require_token` as a dependency too: it documents the scheme in OpenAPI and guards
+any route mounted without this middleware. Health probes and the docs stay open.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Callable
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+UNAUTHORIZED = (
+    "missing or wrong API token; send 'Authorization: Bearer <token>' with the value of TRANSFERLAB_API_TOKEN"
+)
+
+
+def token_matches(header: str | None, token: str) -> bool:
+    scheme, _, given = (header or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+class TokenMiddleware:
+    """token: a callable giving the current token, or None when the API is open (read per request)."""
+
+    def __init__(self, app: ASGIApp, token: Callable[[], str | None]):
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        token = self.token() if scope["type"] == "http" else None
+        path = scope.get("path", "").rstrip("/") or "/"
+        if not token or path in OPEN_PATHS or scope.get("method") == "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        header = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
+        if token_matches(header, token):
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps({"detail": UNAUTHORIZED}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", b"Bearer"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
