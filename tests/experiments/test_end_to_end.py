@@ -3,10 +3,9 @@ processes, driven by `transferlab experiment --preset smoke` over HTTP; then the
 artifact and the report's numbers are checked against what the API says was stored. And an
 experiment cancelled while its pre-train runs.
 
-The workers run tests/experiments/hooked_worker.py: the plain worker plus the two experiment hooks
-(plots from the RunResult, then on_job_finished) for as long as worker/tasks.py does not call them
-itself. What depends on the hooks: the job artifacts (only the worker has the test predictions) and
-the experiment finishing without anyone reading it (GET /experiments/{id} also advances it).
+The workers are plain `transferlab worker` processes: worker/tasks.py writes each job's plots from
+its RunResult (only the worker has the test predictions) and advances the job's experiment when the
+job ends (GET /experiments/{id} also advances it, as a safety net).
 """
 
 from __future__ import annotations
@@ -72,7 +71,7 @@ class Service:
         serve = self.spawn("serve", "-m", "service.cli", "serve", "--port", port, "--workers", "0")
         self._wait(lambda: self._ready(serve), "serve")
         for i in range(workers):
-            worker = self.spawn(f"worker{i}", "-m", "tests.experiments.hooked_worker", "worker")
+            worker = self.spawn(f"worker{i}", "-m", "service.cli", "worker")
             log = self.processes[-1][1]
             self._wait(lambda w=worker, log=log: self._alive(w) and b" ready." in log.read_bytes(), "worker")
 
