@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     model_cache_size: int = Field(4, ge=1, le=64, description="Loaded checkpoints kept by the API.")
     max_attempts: int = Field(3, ge=1, le=20, description="Starts per job before a dying worker fails it.")
     heartbeat_seconds: float = Field(10.0, gt=0, description="How often a running job proves it is alive.")
+    resume_every_seconds: float = Field(
+        30.0, ge=0, description="Save a running job's resume state at most this often (0: every epoch)."
+    )
     stale_after_seconds: float = Field(
         60.0, gt=0, description="A running job silent this long is treated as orphaned and re-queued."
     )

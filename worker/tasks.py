@@ -227,6 +227,7 @@ def _run_claimed(
             hooks=hooks,
             device=settings.device,
             download=settings.download,
+            resume_every_seconds=settings.resume_every_seconds,
         )
     except JobCancelled:
         reason = hooks.poller.reason

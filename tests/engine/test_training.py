@@ -60,7 +60,9 @@ def source(tiny_data_root, tmp_path_factory):
 def finetune(root, tmp, source, name="ft", hooks=None, cache_bytes=None, **fields):
     hyper = {"epochs": 2, "batch_size": 32, **fields.pop("hyperparameters", {})}
     spec = FinetuneSpec(dataset="mnist", hyperparameters=hyper, data=SMALL, **fields)
-    extra = {} if cache_bytes is None else {"feature_cache_bytes": cache_bytes}
+    extra = {"resume_every_seconds": 0}  # a state every epoch: the resume test stops mid-run
+    if cache_bytes is not None:
+        extra["feature_cache_bytes"] = cache_bytes
     return run_job(
         spec,
         data_root=root,
@@ -256,3 +258,22 @@ def test_predictor_applies_the_training_preprocessing_to_pil_images(tiny_data_ro
     torch.testing.assert_close(predictor.probabilities(rgb), from_pil)
     top = predictor.predict(pil[:1], top_k=3)[0]
     assert top.label == predictor.class_names[top.index] and len(top.top) == 3
+
+
+def test_resume_state_is_saved_at_most_as_often_as_asked(tiny_data_root, tmp_path, source):
+    spec = FinetuneSpec(dataset="mnist", strategy="linear", hyperparameters={"epochs": 3}, data=SMALL)
+    common = {
+        "data_root": tiny_data_root,
+        "workdir": tmp_path / "work",
+        "checkpoint_dir": tmp_path / "ckpt",
+        "source_checkpoint": source.checkpoint.directory,
+        "device": "cpu",
+        "resume_every_seconds": 3600,  # only the end of the phase would be saved
+    }
+    hooks = Recorder()
+    hooks.should_stop = lambda: len(hooks.epochs) == 2  # stop early in epoch 3
+    with pytest.raises(JobCancelled):
+        run_job(spec, hooks=hooks, **common)
+    again = Recorder()
+    run_job(spec, hooks=again, **common)
+    assert again.starts[0].resumed_from_epoch == 0

@@ -262,6 +262,7 @@ def _base_env(home: Path, data_root: Path, **settings: str) -> dict[str, str]:
         TRANSFERLAB_DATA_DIR=str(data_root),
         TRANSFERLAB_DEVICE="cpu",
         TRANSFERLAB_HEARTBEAT_SECONDS="0.5",
+        TRANSFERLAB_RESUME_EVERY_SECONDS="0",  # every epoch: recovery tests resume mid-job
         TRANSFERLAB_STALE_AFTER_SECONDS="3",
     )
     env.update({f"TRANSFERLAB_{k.upper()}": v for k, v in settings.items()})

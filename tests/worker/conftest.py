@@ -40,6 +40,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrated_template:
     monkeypatch.setenv("TRANSFERLAB_HOME", str(home))
     monkeypatch.setenv("TRANSFERLAB_DEVICE", "cpu")
     monkeypatch.setenv("TRANSFERLAB_HEARTBEAT_SECONDS", "0.2")
+    monkeypatch.setenv("TRANSFERLAB_RESUME_EVERY_SECONDS", "0")  # every epoch: resume is tested
     monkeypatch.setenv("TRANSFERLAB_STALE_AFTER_SECONDS", "2")
     monkeypatch.setenv("TRANSFERLAB_MAX_ATTEMPTS", "3")
     db.reset_caches()
