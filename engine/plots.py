@@ -52,27 +52,41 @@ def examples_png(
     title: str,
     columns: int = 8,
 ) -> bytes:
-    """A grid of test images (uint8, N x C x H x W) captioned 'true -> predicted (p)'."""
+    """A grid of test images (uint8, N x C x H x W) captioned 'true -> predicted (p)'.
+
+    One mosaic in one axes, not a subplot per image: 0.6 s -> about 0.15 s for 32 images, which is
+    paid by every job the worker finishes."""
     names = _short(class_names)
     count = len(images)
     rows = max(1, -(-count // columns))
-    fig = Figure(figsize=(1.3 * columns, 1.5 * rows + 0.4))
-    fig.suptitle(title)
-    for k in range(rows * columns):
-        ax = fig.add_subplot(rows, columns, k + 1)
-        ax.axis("off")
-        if k >= count:
-            continue
-        image = np.transpose(images[k], (1, 2, 0))
-        ax.imshow(image[:, :, 0] if image.shape[2] == 1 else image, cmap="gray", vmin=0, vmax=255)
+    if count == 0:
+        fig = Figure(figsize=(4, 1))
+        fig.text(0.5, 0.5, f"{title}: none", ha="center", va="center")
+        return _png(fig)
+    n, c, h, w = images.shape
+    gap_y, gap_x = h // 2, w // 8  # room for a caption above each image
+    mosaic = np.full((rows * (h + gap_y), columns * (w + gap_x), 3), 255, np.uint8)
+    for k in range(count):
+        r, col = divmod(k, columns)
+        y, x = r * (h + gap_y) + gap_y, col * (w + gap_x)
+        mosaic[y : y + h, x : x + w] = np.transpose(images[k], (1, 2, 0))  # grey broadcasts to RGB
+    fig = Figure(figsize=(1.3 * columns, 1.45 * rows + 0.4))
+    ax = fig.add_axes((0, 0, 1, 0.94 if rows > 1 else 0.85))
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.axis("off")
+    for k in range(count):
+        r, col = divmod(k, columns)
         ok = true_labels[k] == predicted[k]
-        ax.set_title(
+        ax.text(
+            col * (w + gap_x) + w / 2,
+            r * (h + gap_y) + gap_y * 0.9,
             f"{names[true_labels[k]]} -> {names[predicted[k]]} ({probabilities[k]:.2f})",
             fontsize=7,
+            ha="center",
+            va="bottom",
             color="darkgreen" if ok else "firebrick",
         )
-    if count == 0:
-        fig.text(0.5, 0.5, "none", ha="center")
+    fig.suptitle(title)
     return _png(fig)
 
 
