@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -141,6 +142,30 @@ def measurement_of(side: str, task: str, result, epochs: int, wall_seconds: floa
         memory_device=cost.memory_device,
         test_accuracy=result.evaluation.accuracy,
     ).to_dict()
+
+
+def measure_engine(spec, task: str, *, data_root: str, device: str, source: str | None = None,
+                   compile: bool = False, cudnn_benchmark: bool = False) -> dict:  # fmt: skip
+    """One engine job (engine.run.run_job) in a throw-away folder, measured as `measurement_of` says."""
+    import torch
+
+    from engine.run import run_job
+
+    if compile:
+        enable_compile()
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+    with tempfile.TemporaryDirectory(prefix="bench-ours-") as tmp:
+        started = time.perf_counter()
+        result = run_job(
+            spec,
+            data_root=Path(data_root),
+            workdir=Path(tmp) / "work",
+            checkpoint_dir=Path(tmp) / "ckpt",
+            source_checkpoint=Path(source) if source else None,
+            device=device,
+        )
+        wall = time.perf_counter() - started
+    return measurement_of("ours", task, result, spec.hyperparameters.epochs, wall)
 
 
 def isolated(target: str, kwargs: dict, in_process: bool = False) -> dict:

@@ -23,15 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 from bench.common import (
     MEASUREMENT_HEADER,
-    enable_compile,
     isolated,
     machine_line,
-    measurement_of,
+    measure_engine,
     measurement_rows,
     median_runs,
     prepare_root,
@@ -70,14 +68,8 @@ def ours_run(
     cudnn_benchmark: bool = False,
 ) -> dict:
     """One engine fine-tune job, measured."""
-    import torch
-
-    from engine.run import run_job
     from engine.spec import FinetuneSpec
 
-    if compile:
-        enable_compile()
-    torch.backends.cudnn.benchmark = cudnn_benchmark
     spec = FinetuneSpec(
         dataset="mnist",
         strategy=strategy,
@@ -89,18 +81,8 @@ def ours_run(
             "val_fraction": val_fraction,
         },
     )
-    with tempfile.TemporaryDirectory(prefix="bench-ours-") as tmp:
-        started = time.perf_counter()
-        result = run_job(
-            spec,
-            data_root=Path(data_root),
-            workdir=Path(tmp) / "work",
-            checkpoint_dir=Path(tmp) / "ckpt",
-            source_checkpoint=Path(source),
-            device=device,
-        )
-        wall = time.perf_counter() - started
-    return measurement_of("ours", strategy, result, epochs, wall)
+    options = {"compile": compile, "cudnn_benchmark": cudnn_benchmark}
+    return measure_engine(spec, strategy, data_root=data_root, device=device, source=source, **options)
 
 
 def make_source(

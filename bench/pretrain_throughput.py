@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
-import time
 from pathlib import Path
 
 from bench.common import (
     MEASUREMENT_HEADER,
-    enable_compile,
     isolated,
     machine_line,
-    measurement_of,
+    measure_engine,
     measurement_rows,
     median_runs,
     prepare_root,
@@ -53,14 +50,8 @@ def ours_run(
     cudnn_benchmark: bool = False,
 ) -> dict:
     """One engine pre-train job, measured."""
-    import torch
-
-    from engine.run import run_job
     from engine.spec import PretrainSpec
 
-    if compile:
-        enable_compile()
-    torch.backends.cudnn.benchmark = cudnn_benchmark
     spec = PretrainSpec(
         dataset="stl10",
         model=model_name,
@@ -72,17 +63,8 @@ def ours_run(
             "val_fraction": val_fraction,
         },
     )
-    with tempfile.TemporaryDirectory(prefix="bench-ours-") as tmp:
-        started = time.perf_counter()
-        result = run_job(
-            spec,
-            data_root=Path(data_root),
-            workdir=Path(tmp) / "w",
-            checkpoint_dir=Path(tmp) / "c",
-            device=device,
-        )
-        wall = time.perf_counter() - started
-    return measurement_of("ours", "pretrain", result, epochs, wall)
+    options = {"compile": compile, "cudnn_benchmark": cudnn_benchmark}
+    return measure_engine(spec, "pretrain", data_root=data_root, device=device, **options)
 
 
 def main(argv: list[str] | None = None) -> dict:

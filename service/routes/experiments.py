@@ -13,6 +13,7 @@ from service.deps import EnqueueDep, SessionDep, SettingsDep
 from service.experiments import orchestrate
 from service.experiments.compare import build_comparison
 from service.experiments.plan import PlanError, variant_name
+from service.experiments.presets import PRESETS
 from service.experiments.schemas import (
     ExperimentCreate,
     ExperimentJobPublic,
@@ -31,22 +32,7 @@ NOT_FOUND = {404: {"model": ErrorPublic, "description": "No experiment with that
 CREATE_EXAMPLES: dict[str, Any] = {
     "seed": {
         "summary": "The seed's study: resnet18 on STL-10, three strategies, a sweep, controls",
-        "value": {
-            "name": "seed study",
-            "pretrain": {
-                "dataset": "stl10",
-                "model": "resnet18",
-                "hyperparameters": {"epochs": 30, "batch_size": 128, "optimizer": "adam", "lr": 0.001},
-                "data": {"image_size": 96},
-            },
-            "dataset": "mnist",
-            "strategies": ["linear", "partial", "full"],
-            "frozen_blocks": [2],
-            "hyperparameters": {"epochs": 5},
-            "data": {"image_size": 96},
-            "sweep": {"lr": [0.01, 0.001], "batch_size": [64, 128], "optimizer": ["adam", "rmsprop", "sgd"]},
-            "controls": True,
-        },
+        "value": PRESETS["seed"],
     },
     "reuse": {
         "summary": "Reuse a succeeded pretrain job; partial with two depths, plus lp_ft",
