@@ -69,7 +69,12 @@ class Hyperparameters(_Strict):
         description="Peak learning rate of the head (and of the whole model in pre-training).",
     )
     weight_decay: float = Field(0.0, ge=0, le=1, description="L2 penalty (decoupled for adamw).")
-    momentum: float = Field(0.9, ge=0, lt=1, description="Momentum for sgd and rmsprop.")
+    momentum: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="Momentum for sgd and rmsprop; null = each one's usual value (sgd 0.9, rmsprop 0).",
+    )
     nesterov: bool = Field(False, description="Nesterov momentum (sgd only; needs momentum > 0).")
     scheduler: SchedulerName = Field(
         SchedulerName.cosine,

@@ -277,3 +277,16 @@ def test_resume_state_is_saved_at_most_as_often_as_asked(tiny_data_root, tmp_pat
     again = Recorder()
     run_job(spec, hooks=again, **common)
     assert again.starts[0].resumed_from_epoch == 0
+
+
+def test_momentum_defaults_to_each_optimizers_usual_value():
+    from engine.optim import make_optimizer
+    from engine.spec import Hyperparameters
+
+    params = [{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.1}]
+    assert make_optimizer(params, Hyperparameters(optimizer="sgd")).defaults["momentum"] == 0.9
+    assert make_optimizer(params, Hyperparameters(optimizer="rmsprop")).defaults["momentum"] == 0.0
+    given = Hyperparameters(optimizer="rmsprop", momentum=0.5)
+    assert make_optimizer(params, given).defaults["momentum"] == 0.5
+    with pytest.raises(SpecError, match="nesterov"):
+        make_optimizer(params, Hyperparameters(optimizer="sgd", momentum=0, nesterov=True))
