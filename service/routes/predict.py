@@ -7,6 +7,9 @@ must not block the event loop.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, UploadFile, status
@@ -52,6 +55,38 @@ def _find_checkpoint(session: SessionDep, checkpoint_id: str | None, job_id: str
             detail=f"job: {job_id!r} is {job.status} and has no checkpoint; predict with a succeeded job",
         )
     return job.checkpoint
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    id: str
+    path: str
+    sha256: str
+
+
+class _KnownCheckpoints:
+    """Checkpoint rows by checkpoint or job id. A checkpoint row never changes once written (a job
+    writes it once, when it succeeds), so a found one is kept: the SQLite lookup was 0.7 ms of a
+    6.4 ms /predict. The file's sha256 is still what the model cache keys on and checks at load."""
+
+    def __init__(self, capacity: int = 4096):
+        self.capacity = capacity
+        self._items: OrderedDict[tuple[str, str], CheckpointRef] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str]) -> CheckpointRef | None:
+        with self._lock:
+            return self._items.get(key)
+
+    def put(self, key: tuple[str, str], ref: CheckpointRef) -> CheckpointRef:
+        with self._lock:
+            self._items[key] = ref
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        return ref
+
+
+_known_checkpoints = _KnownCheckpoints()
 
 
 @router.post(
@@ -101,7 +136,11 @@ def predict(
             detail=f"files: {len(files)} files; the limit is {settings.max_files_per_request} "
             "per request (TRANSFERLAB_MAX_FILES_PER_REQUEST)",
         )
-    row = _find_checkpoint(session, checkpoint, job)
+    key = ("checkpoint", checkpoint) if checkpoint else ("job", job)
+    row = _known_checkpoints.get(key)
+    if row is None:
+        found = _find_checkpoint(session, checkpoint, job)
+        row = _known_checkpoints.put(key, CheckpointRef(found.id, found.path, found.sha256))
     session.close()  # the row's fields are loaded; don't hold a pooled connection through inference
     # Every header is checked (415/413) before the model is loaded or a pixel decoded.
     uploads = check_uploads([(f.filename, f.file) for f in files], settings.max_image_pixels)

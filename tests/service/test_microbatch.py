@@ -77,3 +77,35 @@ def test_a_request_that_fails_before_submitting_does_not_hold_up_others():
         request.submit(torch.ones(1, 2))
     assert time.perf_counter() - started < 1.0
     batcher.close()
+
+
+def test_a_lone_request_runs_its_forward_pass_in_its_own_thread():
+    threads = []
+
+    def recording(batch):
+        threads.append(threading.current_thread())
+        return batch
+
+    batcher = MicroBatcher(recording)
+    with batcher.request() as request:
+        request.submit(torch.ones(1, 2))
+    assert threads == [threading.current_thread()] and (batcher.inline, batcher.batches) == (1, 0)
+    batcher.close()
+
+
+def test_a_request_arriving_while_a_batch_is_collected_joins_it():
+    batcher = MicroBatcher(doubling, max_wait_seconds=0.5)
+    barrier = threading.Barrier(3)
+
+    def call() -> None:
+        with batcher.request() as request:
+            barrier.wait()
+            request.submit(torch.ones(1, 2))
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert (batcher.batches, batcher.inline) == (1, 0)
+    batcher.close()
