@@ -8,7 +8,6 @@ checkpoint load it once; requests for other checkpoints are not held up by that 
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from service.config import get_settings
+from service.lru import LRU
 
 if TYPE_CHECKING:  # engine.predict imports torch; the app imports this module at start.
     from engine.predict import Predictor
@@ -44,61 +44,55 @@ def _load(directory: Path, sha256: str) -> ServedModel:
     return ServedModel(predictor, MicroBatcher(predictor.forward))
 
 
+def _close(item: Any) -> None:
+    if hasattr(item, "close"):
+        item.close()  # a ServedModel stops its batcher thread
+
+
 class PredictorCache:
     def __init__(self, capacity: int, loader: Loader = _load):
         self.capacity = capacity
         self._loader = loader
-        self._items: OrderedDict[tuple[str, str], Any] = OrderedDict()
-        self._lock = threading.Lock()  # guards _items and _loading
+        self._items = LRU(capacity, on_evict=_close)
+        self._lock = threading.Lock()  # guards _loading and the counters
         self._loading: dict[tuple[str, str], threading.Lock] = {}
         self.hits = 0
         self.misses = 0
 
+    def _hit(self, key: tuple[str, str]) -> Any | None:
+        item = self._items.get(key)
+        if item is not None:
+            with self._lock:
+                self.hits += 1
+        return item
+
     def get(self, checkpoint_id: str, directory: Path, sha256: str) -> Any:
         """The loaded model (a ServedModel by default); CheckpointError when the file fails its check."""
         key = (checkpoint_id, sha256)  # a re-recorded sha256 is a different checkpoint
+        if (item := self._hit(key)) is not None:
+            return item
         with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                self.hits += 1
-                return self._items[key]
             key_lock = self._loading.setdefault(key, threading.Lock())
         with key_lock:
-            with self._lock:  # another thread may have loaded it while we waited
-                if key in self._items:
-                    self._items.move_to_end(key)
-                    self.hits += 1
-                    return self._items[key]
+            if (item := self._hit(key)) is not None:  # another thread loaded it while we waited
+                return item
             try:
-                predictor = self._loader(directory, sha256)
-            except BaseException:
+                item = self._loader(directory, sha256)
+            finally:  # a failed load is not kept: the next request tries again
                 with self._lock:
                     self._loading.pop(key, None)
-                raise
             with self._lock:
-                self._loading.pop(key, None)
                 self.misses += 1
-                self._items[key] = predictor
-                while len(self._items) > self.capacity:
-                    _, evicted = self._items.popitem(last=False)
-                    if hasattr(evicted, "close"):
-                        evicted.close()
-            return predictor
+            return self._items.put(key, item)
 
     def __contains__(self, checkpoint_id: str) -> bool:
-        with self._lock:
-            return any(key[0] == checkpoint_id for key in self._items)
+        return any(key[0] == checkpoint_id for key in self._items.keys())
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._items)
+        return len(self._items)
 
     def clear(self) -> None:
-        with self._lock:
-            for item in self._items.values():
-                if hasattr(item, "close"):
-                    item.close()
-            self._items.clear()
+        self._items.clear()
 
 
 @lru_cache

@@ -7,8 +7,6 @@ must not block the event loop.
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -17,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 
 from engine.errors import CheckpointError
 from service.deps import PredictorCacheDep, SessionDep, SettingsDep
+from service.lru import LRU
 from service.models import Checkpoint, Job
 from service.schemas import ErrorPublic, PredictionPublic, PredictionResponse, TopPrediction
 from service.uploads import ALLOWED_TYPES, check_uploads, decode, pixel_batches
@@ -64,29 +63,10 @@ class CheckpointRef:
     sha256: str
 
 
-class _KnownCheckpoints:
-    """Checkpoint rows by checkpoint or job id. A checkpoint row never changes once written (a job
-    writes it once, when it succeeds), so a found one is kept: the SQLite lookup was 0.7 ms of a
-    6.4 ms /predict. The file's sha256 is still what the model cache keys on and checks at load."""
-
-    def __init__(self, capacity: int = 4096):
-        self.capacity = capacity
-        self._items: OrderedDict[tuple[str, str], CheckpointRef] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[str, str]) -> CheckpointRef | None:
-        with self._lock:
-            return self._items.get(key)
-
-    def put(self, key: tuple[str, str], ref: CheckpointRef) -> CheckpointRef:
-        with self._lock:
-            self._items[key] = ref
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
-        return ref
-
-
-_known_checkpoints = _KnownCheckpoints()
+# Checkpoint rows by ("checkpoint", id) or ("job", id). A checkpoint row never changes once written (a
+# job writes it once, when it succeeds), so a found one is kept: the SQLite lookup was 0.7 ms of a
+# 6.4 ms /predict. The file's sha256 is still what the model cache keys on and checks at load.
+_known_checkpoints = LRU(capacity=4096)
 
 
 @router.post(
