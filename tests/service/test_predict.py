@@ -11,6 +11,7 @@ from PIL import Image
 
 from engine.checkpoint import WEIGHTS_FILE
 from service.inference import get_predictor_cache
+from service.server_timing import parse_server_timing
 
 
 def png(mode: str = "L", size: tuple[int, int] = (28, 28), color=128) -> bytes:
@@ -103,6 +104,14 @@ def test_many_large_images_are_decoded_in_bounded_groups(client, env, checkpoint
     body = post(client, files, checkpoint=checkpoint.id).json()
 
     assert len(body["predictions"]) == 4
+
+
+def test_the_response_says_where_the_server_time_went(client, checkpoint):
+    response = post(client, [("a.png", png()), ("b.png", png())], checkpoint=checkpoint.id)
+
+    timing = parse_server_timing(response.headers["server-timing"])
+    assert list(timing) == ["prepare", "model", "total"]
+    assert timing["total"] >= timing["prepare"] + timing["model"] > 0
 
 
 def test_predict_by_job_id_uses_that_jobs_checkpoint(client, checkpoint):
