@@ -7,7 +7,6 @@ were computed once (a frozen extractor's features: same every epoch when nothing
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,17 +16,11 @@ from torch import nn
 
 from engine.cost import Stopwatch
 from engine.errors import JobCancelled
+from engine.numerics import Numerics
 from engine.preprocess import InputSpec, prepare_batch
 from engine.results import Hooks
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (no loss scaling needed, unlike fp16); float32 on CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 class ImageSource:
@@ -37,15 +30,11 @@ class ImageSource:
         labels: torch.Tensor,
         spec: InputSpec,
         augment: bool,
+        numerics: Numerics,
         prefix: Forward | None = None,
     ):
-        self.images, self.labels, self.spec, self.augment, self.prefix = (
-            images,
-            labels,
-            spec,
-            augment,
-            prefix,
-        )
+        self.images, self.labels, self.spec, self.augment = images, labels, spec, augment
+        self.numerics, self.prefix = numerics, prefix
 
     def __len__(self) -> int:
         return self.labels.shape[0]
@@ -54,8 +43,9 @@ class ImageSource:
         self, index: torch.Tensor, generator: torch.Generator | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         x = prepare_batch(self.images[index], self.spec, augment=self.augment, generator=generator)
+        x = self.numerics.inputs(x)
         if self.prefix is not None:
-            with torch.no_grad(), autocast(self.device):
+            with torch.no_grad(), self.numerics.autocast():
                 x = self.prefix(x)
         return x, self.labels[index]
 
@@ -114,11 +104,12 @@ def train_epoch(
     batch_size: int,
     generator: torch.Generator,
     augment_generator: torch.Generator,
-    device: torch.device,
+    numerics: Numerics,
     hooks: Hooks,
     progress: Callable[[], float],
 ) -> EpochTotals:
     rows = len(source)
+    device = numerics.device
     order = torch.randperm(rows, generator=generator).to(device)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -127,7 +118,7 @@ def train_epoch(
         for step in range(steps_per_epoch(rows, batch_size)):
             index = order[step * batch_size : (step + 1) * batch_size]
             x, y = source.batch(index, augment_generator)
-            with autocast(device):
+            with numerics.autocast():
                 logits = forward(x)
                 loss = criterion(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
@@ -146,12 +137,12 @@ def train_epoch(
 
 
 @torch.no_grad()
-def infer_logits(source: Source, forward: Forward, batch_size: int, device: torch.device) -> torch.Tensor:
+def infer_logits(source: Source, forward: Forward, batch_size: int, numerics: Numerics) -> torch.Tensor:
     """Logits for every row, in order, as float32 on the CPU."""
     parts = []
     for start in range(0, len(source), batch_size):
-        index = torch.arange(start, min(start + batch_size, len(source)), device=device)
+        index = torch.arange(start, min(start + batch_size, len(source)), device=numerics.device)
         x, _ = source.batch(index, None)
-        with autocast(device):
+        with numerics.autocast():
             parts.append(forward(x).float().cpu())
     return torch.cat(parts) if parts else torch.empty(0, 0)

@@ -29,6 +29,7 @@ from engine.errors import CheckpointError, SpecError
 from engine.evaluate import evaluate_predictions
 from engine.loop import ImageSource, Source, infer_logits, precompute, steps_per_epoch, train_epoch
 from engine.models import TransferNet, build_model, count_parameters, replace_classifier
+from engine.numerics import Numerics, resolve_numerics
 from engine.optim import make_optimizer, make_scheduler
 from engine.preprocess import InputSpec
 from engine.results import Cost, EpochMetrics, Hooks, RunInfo, RunResult
@@ -106,12 +107,13 @@ def _sources(
     spec_in: InputSpec,
     augment: bool,
     cache_bytes: int,
+    numerics: Numerics,
 ) -> tuple[Source, Source, Source]:
     k = phase.frozen_blocks
     prefix = _prefix(model, k) if k > 0 else None
-    train = ImageSource(*data.train, spec_in, augment, prefix)
-    val = ImageSource(*data.val, spec_in, False, prefix)
-    test = ImageSource(*data.test, spec_in, False, prefix)
+    train = ImageSource(*data.train, spec_in, augment, numerics, prefix)
+    val = ImageSource(*data.val, spec_in, False, numerics, prefix)
+    test = ImageSource(*data.test, spec_in, False, numerics, prefix)
     if prefix is None or augment or cache_bytes <= 0:  # 0 turns caching off (tests, benchmarks)
         return train, val, test
     # A frozen prefix on un-augmented inputs gives the same outputs every epoch: compute them once for
@@ -182,9 +184,8 @@ def run_job(
     model, source_meta = _build_model(spec, source_checkpoint, source_sha256, info.num_classes)
     architecture = Architecture(model.architecture).value
     phases = plan_phases(spec, architecture)
-    model.to(dev)
-    if dev.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    numerics = resolve_numerics(dev, hp.precision)
+    model.to(dev, memory_format=torch.channels_last)  # inputs follow (engine/numerics.py)
     generator = torch.Generator().manual_seed(hp.seed)  # shuffling, on the CPU
     # Augmentation draws come from a generator on the training device: a CPU one would make every
     # CUDA batch wait for a host-to-device copy of its random numbers.
@@ -214,7 +215,7 @@ def run_job(
             torch.set_rng_state(state["torch_rng"])
 
         last_save = time.monotonic()
-        hooks.on_start(RunInfo(str(dev), sum(p.epochs for p in phases), done, steps))
+        hooks.on_start(RunInfo(str(dev), sum(p.epochs for p in phases), done, steps, numerics.precision))
         trainable = 0
         epoch = 0
         forward = sources = None
@@ -226,7 +227,7 @@ def run_job(
             if done >= last:
                 continue
             with train_watch:
-                sources = _sources(model, phase, data, input_spec, augment, feature_cache_bytes)
+                sources = _sources(model, phase, data, input_spec, augment, feature_cache_bytes, numerics)
             forward = _suffix(model, phase.frozen_blocks)
             groups = param_groups(model, phase.frozen_blocks, hp.lr, phase.extractor_lr_factor)
             optimizer = make_optimizer(groups, hp)
@@ -253,7 +254,7 @@ def run_job(
                         hp.batch_size,
                         generator,
                         augment_generator,
-                        dev,
+                        numerics,
                         hooks,
                         progress,
                     )
@@ -272,7 +273,7 @@ def run_job(
                     if len(sources[1]) > 0:
                         model.eval()
                         with Stopwatch(dev) as val_watch:
-                            logits = infer_logits(sources[1], forward, hp.batch_size, dev)
+                            logits = infer_logits(sources[1], forward, hp.batch_size, numerics)
                             val_labels = data.val[1].cpu()
                             val_loss = float(criterion(logits, val_labels))
                             val_acc = float((logits.argmax(1) == val_labels).float().mean())
@@ -313,11 +314,11 @@ def run_job(
         last_phase = phases[-1]
         if forward is None:  # every epoch had finished before a resume: rebuild the last phase's path
             apply_freeze(model, last_phase.frozen_blocks)
-            sources = _sources(model, last_phase, data, input_spec, augment, feature_cache_bytes)
+            sources = _sources(model, last_phase, data, input_spec, augment, feature_cache_bytes, numerics)
             forward = _suffix(model, last_phase.frozen_blocks)
         model.eval()
         with Stopwatch(dev) as eval_watch:
-            logits = infer_logits(sources[2], forward, hp.batch_size, dev)
+            logits = infer_logits(sources[2], forward, hp.batch_size, numerics)
             evaluation = evaluate_predictions(logits, data.test[1].cpu(), data.class_names, data.test_indices)
         apply_freeze(model, 0)
 
@@ -335,6 +336,7 @@ def run_job(
             "random_init": getattr(spec, "random_init", False),
             "source_sha256": source_meta and source_meta.get("sha256"),
             "hyperparameters": hp.model_dump(mode="json"),
+            "precision": numerics.precision,
             "data": spec.data.model_dump(mode="json"),
             "test_accuracy": evaluation.accuracy,
         }
@@ -352,7 +354,7 @@ def run_job(
     )
     del sources, data, forward
     release_memory(dev)
-    return RunResult(epochs=epochs, evaluation=evaluation, cost=cost, checkpoint=checkpoint, device=str(dev))
+    return RunResult(epochs, evaluation, cost, checkpoint, device=str(dev), precision=numerics.precision)
 
 
 def release_memory(device: torch.device) -> None:

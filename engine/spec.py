@@ -51,6 +51,12 @@ class SchedulerName(StrEnum):
     none = "none"
 
 
+class Precision(StrEnum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
 class _Strict(BaseModel):
     # Unknown fields are errors: a typo like "learning_rate" must not silently train at the default.
     model_config = ConfigDict(extra="forbid", use_enum_values=False)
@@ -98,6 +104,12 @@ class Hyperparameters(_Strict):
         gt=0,
         lt=1,
         description="lp_ft: share of the epochs spent on the linear probe before full fine-tuning.",
+    )
+    precision: Precision = Field(
+        Precision.auto,
+        description="Arithmetic of the forward pass. auto: bf16 autocast on a CUDA GPU that computes bf16 "
+        "natively (Ampere and later), fp32 elsewhere. bf16 on a CPU: resnet18 trains 1.7x faster on one "
+        "with AVX512-BF16, mobilenet_v3_small slower. Weights and optimiser state stay fp32.",
     )
 
 

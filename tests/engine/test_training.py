@@ -1,83 +1,15 @@
 """Training, strategies, optimisers, schedules, resume and cost accounting on tiny real-format files."""
 
-from pathlib import Path
-
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from engine.checkpoint import WEIGHTS_FILE
 from engine.errors import JobCancelled, SpecError
 from engine.models import build_model
 from engine.predict import Predictor
-from engine.results import Hooks
 from engine.run import run_job, validate_finetune
 from engine.spec import FinetuneSpec, OptimizerName, PretrainSpec, SchedulerName
 from engine.strategies import param_groups
-
-SMALL = {"image_size": 16, "val_fraction": 0.2}
-
-
-class Recorder(Hooks):
-    def __init__(self, stop_after_batches: int | None = None):
-        self.epochs, self.progress, self.starts = [], [], []
-        self.stop_after = stop_after_batches
-
-    def on_start(self, info):
-        self.starts.append(info)
-
-    def on_epoch(self, metrics):
-        self.epochs.append(metrics)
-
-    def on_progress(self, fraction):
-        self.progress.append(fraction)
-
-    def should_stop(self):
-        return self.stop_after is not None and len(self.progress) >= self.stop_after
-
-
-def pretrain(root: Path, tmp: Path, name: str = "src", **hyper) -> object:
-    spec = PretrainSpec(
-        dataset="stl10",
-        model="simple_cnn",
-        hyperparameters={"epochs": 2, "batch_size": 32, **hyper},
-        data=SMALL,
-    )
-    return run_job(
-        spec,
-        data_root=root,
-        workdir=tmp / name / "work",
-        checkpoint_dir=tmp / name / "ckpt",
-        device="cpu",
-    )
-
-
-@pytest.fixture(scope="module")
-def source(tiny_data_root, tmp_path_factory):
-    return pretrain(tiny_data_root, tmp_path_factory.mktemp("source"))
-
-
-def finetune(root, tmp, source, name="ft", hooks=None, cache_bytes=None, **fields):
-    hyper = {"epochs": 2, "batch_size": 32, **fields.pop("hyperparameters", {})}
-    spec = FinetuneSpec(dataset="mnist", hyperparameters=hyper, data=SMALL, **fields)
-    extra = {"resume_every_seconds": 0}  # a state every epoch: the resume test stops mid-run
-    if cache_bytes is not None:
-        extra["feature_cache_bytes"] = cache_bytes
-    return run_job(
-        spec,
-        data_root=root,
-        workdir=tmp / name / "work",
-        checkpoint_dir=tmp / name / "ckpt",
-        source_checkpoint=source.checkpoint.directory,
-        source_sha256=source.checkpoint.sha256,
-        hooks=hooks,
-        device="cpu",
-        **extra,
-    )
-
-
-def weights(result) -> dict[str, torch.Tensor]:
-    return load_file(str(result.checkpoint.directory / WEIGHTS_FILE))
+from tests.engine.training_helpers import SMALL, Recorder, finetune, pretrain, weights
 
 
 def test_pretrain_reports_each_epoch_and_writes_a_checkpoint(tiny_data_root, tmp_path):
@@ -213,11 +145,12 @@ def test_same_seed_same_device_gives_the_same_weights(tiny_data_root, tmp_path):
     assert c.checkpoint.sha256 != a.checkpoint.sha256
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_cancel_stops_between_batches_and_a_rerun_resumes_to_the_same_result(
-    tiny_data_root, tmp_path, source
+    tiny_data_root, tmp_path, source, precision
 ):
     whole_hooks = Recorder()
-    epochs3 = {"hyperparameters": {"epochs": 3}, "strategy": "partial"}
+    epochs3 = {"hyperparameters": {"epochs": 3, "precision": precision}, "strategy": "partial"}
     uninterrupted = finetune(tiny_data_root, tmp_path, source, name="whole", hooks=whole_hooks, **epochs3)
     steps = whole_hooks.starts[0].steps_per_epoch
     hooks = Recorder(stop_after_batches=steps + 1)  # one batch into epoch 2
