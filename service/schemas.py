@@ -110,6 +110,10 @@ class JobPublic(BaseModel):
     error: str | None = Field(description="Why the job failed; null otherwise.")
     worker: str | None = Field(description="Worker that ran (or runs) the job.")
     device: str | None = Field(description="Device it trained on, e.g. cuda:0 or cpu.")
+    precision: str | None = Field(
+        description="Arithmetic it trained in, bf16 or fp32: hyperparameters.precision as resolved on "
+        "its device; null before it starts."
+    )
     checkpoint: str | None = Field(description="Id of the trained checkpoint, once there is one.")
     created_at: datetime = Field(description="When the job was posted (UTC).")
     started_at: datetime | None = Field(description="When a worker last started it (UTC).")
@@ -141,6 +145,7 @@ class JobPublic(BaseModel):
             error=job.error,
             worker=job.worker,
             device=job.device,
+            precision=job.precision,
             checkpoint=checkpoint_id,
             created_at=job.created_at,
             started_at=job.started_at,

@@ -102,6 +102,7 @@ class JobHooks(Hooks):
                 self.worker,
                 commit=False,
                 device=info.device,
+                precision=info.precision,
                 current_epoch=info.resumed_from_epoch,
             ):
                 persist.drop_epochs_after(session, self.job_id, info.resumed_from_epoch)
@@ -250,6 +251,7 @@ def _run_claimed(
             progress=1.0,
             current_epoch=max((m.epoch for m in result.epochs), default=0),
             device=result.device,
+            precision=result.precision,
             error=None,
             finished_at=utcnow(),
         ):

@@ -51,7 +51,7 @@ def finetunes(stack: Stack, pretrain: dict) -> dict[str, str]:
 def test_the_pretrain_job_runs_on_the_worker_and_succeeds(pretrain):
     job = pretrain["job"]
     assert job["attempts"] == 1 and job["progress"] == 1.0 and job["current_epoch"] == 6
-    assert job["device"] == "cpu" and ":" in job["worker"]
+    assert job["device"] == "cpu" and job["precision"] == "fp32" and ":" in job["worker"]
     assert job["checkpoint"] and job["error"] is None
 
 

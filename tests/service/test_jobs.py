@@ -284,13 +284,14 @@ def test_list_refuses_bad_query_parameters(client, params, field):
 
 
 def test_get_returns_the_job_with_its_checkpoint(client, make_job, make_checkpoint_row):
-    job = make_job(status="succeeded", worker="w1", device="cpu", attempts=1, progress=1.0)
+    job = make_job(status="succeeded", worker="w1", device="cpu", precision="bf16", attempts=1, progress=1.0)
     checkpoint = make_checkpoint_row(job)
 
     body = client.get(f"/jobs/{job.id}").json()
 
     assert body["status"] == "succeeded" and body["progress"] == 1.0
     assert body["worker"] == "w1" and body["device"] == "cpu" and body["attempts"] == 1
+    assert body["precision"] == "bf16"
     assert body["checkpoint"] == checkpoint.id
     assert body["links"]["checkpoint"] == f"/checkpoints/{checkpoint.id}"
     assert body["created_at"].endswith("Z") or body["created_at"].endswith("+00:00")

@@ -18,7 +18,7 @@ from service.main import create_app
 from service.models import Base
 
 TABLES = {"jobs", "epoch_metrics", "evaluations", "costs", "checkpoints", "experiments", "artifacts"}
-HEAD = "0002"
+HEAD = "0003"
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
