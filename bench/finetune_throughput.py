@@ -66,6 +66,7 @@ def ours_run(
     device: str,
     compile: bool = False,
     cudnn_benchmark: bool = False,
+    precision: str = "auto",
 ) -> dict:
     """One engine fine-tune job, measured."""
     from engine.spec import FinetuneSpec
@@ -73,7 +74,13 @@ def ours_run(
     spec = FinetuneSpec(
         dataset="mnist",
         strategy=strategy,
-        hyperparameters={"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed},
+        hyperparameters={
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "seed": seed,
+            "precision": precision,
+        },
         data={
             "image_size": image_size,
             "train_samples": train_samples,
@@ -158,6 +165,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--pretrain-samples", type=int, default=500, help="STL-10 images for the quick pre-train")
     p.add_argument("--compile", action="store_true", help="ours: torch.compile the forward (experiment)")
     p.add_argument("--cudnn-benchmark", action="store_true", help="ours: torch.backends.cudnn.benchmark")
+    p.add_argument(
+        "--precision", default="auto", choices=["auto", "fp32", "bf16"], help="ours: its precision"
+    )
     p.add_argument("--in-process", action="store_true", help="no fresh process per run (tests; memory mixes)")
     p.add_argument("--out", help="write every run and the summary as JSON here")
     a = p.parse_args(argv)
@@ -218,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"train_samples={train_samples or 'all'} "
             f"(val_fraction {a.val_fraction}), test_samples={test_samples or 'all'}, epochs={epochs}, "
             f"batch {batch_size}, lr {a.lr}, seed {a.seed}; textbook DataLoader workers {workers}; "
-            f"repeats {a.repeats}{'; ours compiled' if a.compile else ''}"
+            f"repeats {a.repeats}; ours precision {a.precision}{'; ours compiled' if a.compile else ''}"
         )
         runs: dict[tuple[str, str], list[dict]] = {}
         for r in range(a.repeats):
@@ -230,6 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
                         "strategy": strategy,
                         "compile": a.compile,
                         "cudnn_benchmark": a.cudnn_benchmark,
+                        "precision": a.precision,
                     },
                     "textbook": {
                         **shared,

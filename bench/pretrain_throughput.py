@@ -48,6 +48,7 @@ def ours_run(
     device: str,
     compile: bool = False,
     cudnn_benchmark: bool = False,
+    precision: str = "auto",
 ) -> dict:
     """One engine pre-train job, measured."""
     from engine.spec import PretrainSpec
@@ -55,7 +56,13 @@ def ours_run(
     spec = PretrainSpec(
         dataset="stl10",
         model=model_name,
-        hyperparameters={"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed},
+        hyperparameters={
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "seed": seed,
+            "precision": precision,
+        },
         data={
             "image_size": image_size,
             "train_samples": train_samples,
@@ -88,6 +95,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--textbook-workers", type=int, help="DataLoader worker processes (default: CPU 2, GPU 8)")
     p.add_argument("--compile", action="store_true", help="ours: torch.compile the forward (experiment)")
     p.add_argument("--cudnn-benchmark", action="store_true", help="ours: torch.backends.cudnn.benchmark")
+    p.add_argument(
+        "--precision", default="auto", choices=["auto", "fp32", "bf16"], help="ours: its precision"
+    )
     p.add_argument("--in-process", action="store_true", help="no fresh process per run (tests; memory mixes)")
     p.add_argument("--out", help="write every run and the summary as JSON here")
     a = p.parse_args(argv)
@@ -119,7 +129,12 @@ def main(argv: list[str] | None = None) -> dict:
         device=device,
     )
     kwargs = {
-        "ours": {**shared, "compile": a.compile, "cudnn_benchmark": a.cudnn_benchmark},
+        "ours": {
+            **shared,
+            "compile": a.compile,
+            "cudnn_benchmark": a.cudnn_benchmark,
+            "precision": a.precision,
+        },
         "textbook": {**shared, "workers": workers},
     }
     runs: dict[str, list[dict]] = {"ours": [], "textbook": []}

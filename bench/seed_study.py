@@ -43,6 +43,7 @@ def run_study(
     test_samples: int | None,
     val_fraction: float,
     feature_cache_bytes: int | None,
+    precision: str = "auto",
 ) -> dict:
     import engine.run as run
     from engine.spec import FinetuneSpec, PretrainSpec
@@ -73,12 +74,13 @@ def run_study(
                 "test_accuracy": result.evaluation.accuracy,
                 "peak_memory_bytes": result.cost.peak_memory_bytes,
                 "device": result.device,
+                "precision": result.precision,
             }
         )
         print(f"  {name:8s} {wall:6.1f} s  test accuracy {result.evaluation.accuracy:.4f}", flush=True)
         return result
 
-    hyper = {"batch_size": batch_size, "lr": lr, "seed": seed}
+    hyper = {"batch_size": batch_size, "lr": lr, "seed": seed, "precision": precision}
     source = job(
         "pretrain",
         PretrainSpec(
@@ -129,6 +131,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--feature-cache-gb", type=float, help="engine's cap on cached frozen-prefix outputs")
     p.add_argument("--compile", action="store_true", help="torch.compile the engine's forward (experiment)")
     p.add_argument("--cudnn-benchmark", action="store_true")
+    p.add_argument(
+        "--precision", default="auto", choices=["auto", "fp32", "bf16"], help="hyperparameters.precision"
+    )
     p.add_argument("--out", help="write the result as JSON here")
     a = p.parse_args(argv)
 
@@ -147,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"seed study: {a.model} at {a.image_size}x{a.image_size}, pre-train {a.pretrain_epochs} epochs on "
         f"STL-10, fine-tune epochs linear/partial/full {a.epochs} on MNIST "
         f"(train_samples {a.train_samples or 'all'}, test_samples {a.test_samples or 'all'}), "
-        f"batch {a.batch_size}, lr {a.lr}{', compiled' if a.compile else ''}"
+        f"batch {a.batch_size}, lr {a.lr}, precision {a.precision}{', compiled' if a.compile else ''}"
     )
     with tempfile.TemporaryDirectory(prefix="seed-study-") as tmp:
         result = run_study(
@@ -166,6 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
             test_samples=a.test_samples,
             val_fraction=a.val_fraction,
             feature_cache_bytes=None if a.feature_cache_gb is None else int(a.feature_cache_gb * 2**30),
+            precision=a.precision,
         )
     rows = [
         [
