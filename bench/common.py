@@ -144,6 +144,36 @@ def measurement_of(side: str, task: str, result, epochs: int, wall_seconds: floa
     ).to_dict()
 
 
+def engine_spec_fields(
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    precision: str,
+    image_size: int,
+    train_samples: int | None,
+    test_samples: int | None,
+    val_fraction: float,
+) -> dict:
+    """The `hyperparameters` and `data` of an engine spec, from the keyword arguments every side takes."""
+    return {
+        "hyperparameters": {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "seed": seed,
+            "precision": precision,
+        },
+        "data": {
+            "image_size": image_size,
+            "train_samples": train_samples,
+            "test_samples": test_samples,
+            "val_fraction": val_fraction,
+        },
+    }
+
+
 def measure_engine(spec, task: str, *, data_root: str, device: str, source: str | None = None,
                    compile: bool = False, cudnn_benchmark: bool = False) -> dict:  # fmt: skip
     """One engine job (engine.run.run_job) in a throw-away folder, measured as `measurement_of` says."""

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from bench.common import (
     MEASUREMENT_HEADER,
+    engine_spec_fields,
     isolated,
     machine_line,
     measure_engine,
@@ -37,39 +38,16 @@ def ours_run(
     *,
     data_root: str,
     model_name: str,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
-    image_size: int,
-    train_samples: int | None,
-    test_samples: int | None,
-    val_fraction: float,
     device: str,
     compile: bool = False,
     cudnn_benchmark: bool = False,
     precision: str = "auto",
+    **sizes,
 ) -> dict:
-    """One engine pre-train job, measured."""
+    """One engine pre-train job, measured (`sizes`: epochs, batch_size, lr, seed, image_size, ...)."""
     from engine.spec import PretrainSpec
 
-    spec = PretrainSpec(
-        dataset="stl10",
-        model=model_name,
-        hyperparameters={
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "lr": lr,
-            "seed": seed,
-            "precision": precision,
-        },
-        data={
-            "image_size": image_size,
-            "train_samples": train_samples,
-            "test_samples": test_samples,
-            "val_fraction": val_fraction,
-        },
-    )
+    spec = PretrainSpec(dataset="stl10", model=model_name, **engine_spec_fields(precision=precision, **sizes))
     options = {"compile": compile, "cudnn_benchmark": cudnn_benchmark}
     return measure_engine(spec, "pretrain", data_root=data_root, device=device, **options)
 
