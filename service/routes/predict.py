@@ -169,9 +169,9 @@ def predict(
                 probabilities = request.submit(inputs)
             results = predictor.decode(probabilities, top_k=TOP_K)
             predictions += _public(group, results)
-    # Serialised here, not by FastAPI: for a sync route FastAPI validates the returned model again in
-    # a second threadpool hop (about 0.4 ms of a 3 ms /predict on 2 cores). The model is built from
-    # validated parts, and `response_model` above still documents it.
+    # Serialised here, not by FastAPI: for a sync route FastAPI validates a returned model again, in a
+    # second threadpool hop (each hop is a thread wake-up, slow on 2 busy cores). The model is built
+    # from validated parts, and `response_model` above still documents it.
     body = PredictionResponse(checkpoint=row.id, predictions=predictions).model_dump_json()
     return Response(body, media_type="application/json", headers={"Server-Timing": timing.header()})
 
