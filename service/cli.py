@@ -104,6 +104,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from service.db import get_sessionmaker
     from service.migrate import upgrade
+    from service.openmp import tune_openmp_for_serving
     from worker.celery_app import check_broker
     from worker.recovery import start_reaper
 
@@ -129,6 +130,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers = start_workers(count)
         if count:
             log.info("started %d worker process(es): %s", count, [p.pid for p in workers])
+        tune_openmp_for_serving()  # after the workers started: they keep OpenMP's defaults
         stop_reaper = start_reaper(settings, get_sessionmaker())
         uvicorn.run("service.main:app", host=args.host, port=args.port, log_level=args.loglevel.lower())
     except _Shutdown:
