@@ -6,8 +6,10 @@
 It starts `transferlab serve` (no workers) on a free port with a fresh state folder holding one
 checkpoint (random weights: latency does not depend on them), then measures:
 - the floor: Predictor.forward on prepared batches of 1, 8 and 32 (median of --repeats, after warm-up);
-- one client, sequential requests: p50 and p99 latency, and the p50 overhead over the 1-image floor;
-- 1, 8 and 32 concurrent clients for --seconds each: requests per second. These clients are keep-alive
+- one client, sequential requests: p50 and p99 latency, and the p50 overhead over the 1-image floor
+  (the floor is measured before and after the server phase, and pooled); once with the light client
+  below (the verdict) and once with httpx, whose own work adds about a millisecond here;
+- 1, 8 and 32 concurrent clients for --seconds each: requests per second. The clients are keep-alive
   connections of a light asyncio client (bench/raw_http_load.py): httpx in 32 threads spent about
   2 ms of CPU a request, taken from the server on 2 cores; this one spends about 0.1 ms.
 Targets (issue 5): p50 overhead under 3 ms; at 32 clients, at least half the batched floor's rate.
@@ -33,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from bench.raw_http_load import closed_loop, encode_request
+from bench.raw_http_load import sequential as raw_sequential
 from service.server_timing import parse_server_timing
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,7 +98,8 @@ def make_checkpoint(home: Path, model: str, image_size: int) -> str:
         return row.id
 
 
-def floor_seconds(home: Path, checkpoint_id: str, sizes: list[int], repeats: int) -> dict[int, float]:
+def floor_seconds(home: Path, checkpoint_id: str, sizes: list[int], repeats: int) -> dict[int, list[float]]:
+    """Seconds of each of `repeats` bare forward passes per batch size, after warm-up."""
     import torch
 
     from engine.predict import Predictor
@@ -112,7 +116,7 @@ def floor_seconds(home: Path, checkpoint_id: str, sizes: list[int], repeats: int
             start = time.perf_counter()
             predictor.forward(batch)
             times.append(time.perf_counter() - start)
-        result[size] = statistics.median(times)
+        result[size] = times
     return result
 
 
@@ -129,20 +133,33 @@ def post(client: httpx.Client, url: str, checkpoint_id: str, png: bytes, server:
     return elapsed
 
 
-def sequential(url: str, checkpoint_id: str, png: bytes, count: int) -> tuple[list[float], list[dict]]:
-    server: list[dict] = []
+def sequential_httpx(url: str, checkpoint_id: str, png: bytes, count: int) -> list[float]:
+    """Round trips with httpx, a client users run (it spends about 0.7 ms of CPU a request here)."""
     with httpx.Client(timeout=30) as client:
         for _ in range(20):
             post(client, url, checkpoint_id, png)
-        return [post(client, url, checkpoint_id, png, server) for _ in range(count)], server
+        return [post(client, url, checkpoint_id, png) for _ in range(count)]
+
+
+def _wire_request(url: str, checkpoint_id: str, png: bytes) -> tuple[str, int, bytes]:
+    request = httpx.Request("POST", url, data={"checkpoint": checkpoint_id}, files={"files": ("d.png", png)})
+    parsed = httpx.URL(url)
+    return parsed.host, parsed.port, encode_request(request)
+
+
+def sequential(url: str, checkpoint_id: str, png: bytes, count: int) -> tuple[list[float], list[dict]]:
+    """Round trips and Server-Timing milliseconds from the light client (bench/raw_http_load.py)."""
+    host, port, request = _wire_request(url, checkpoint_id, png)
+    asyncio.run(raw_sequential(host, port, request, 20))  # warm-up
+    timed = asyncio.run(raw_sequential(host, port, request, count))
+    timings = [parse_server_timing(headers.get("server-timing", "")) for _, headers in timed]
+    return [seconds for seconds, _ in timed], timings
 
 
 def concurrent(url: str, checkpoint_id: str, png: bytes, clients: int, seconds: float) -> float:
-    """Requests/s from `clients` keep-alive connections (bench/raw_http_load.py: a light client, so
-    that on 2 shared cores the load generator does not take the server's CPU)."""
-    request = httpx.Request("POST", url, data={"checkpoint": checkpoint_id}, files={"files": ("d.png", png)})
-    parsed = httpx.URL(url)
-    return asyncio.run(closed_loop(parsed.host, parsed.port, encode_request(request), clients, seconds))
+    """Requests/s from `clients` keep-alive connections of the light client."""
+    host, port, request = _wire_request(url, checkpoint_id, png)
+    return asyncio.run(closed_loop(host, port, request, clients, seconds))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 
     home = Path(tempfile.mkdtemp(prefix="tl-bench-predict-"))
     checkpoint_id = make_checkpoint(home, args.model, args.image_size)
-    floors = floor_seconds(home, checkpoint_id, [1, 8, 32], args.repeats)
+    samples = floor_seconds(home, checkpoint_id, [1, 8, 32], args.repeats)
     port = free_port()
     env = {**os.environ, "TRANSFERLAB_HOME": str(home), "TRANSFERLAB_EMBEDDED_WORKERS": "0"}
     server = subprocess.Popen(
@@ -175,10 +192,16 @@ def main(argv: list[str] | None = None) -> int:
         png = digit_png()
         url = f"{base}/predict"
         latencies, server_ms = sequential(url, checkpoint_id, png, args.requests)
+        httpx_latencies = sequential_httpx(url, checkpoint_id, png, args.requests)
         rates = {c: concurrent(url, checkpoint_id, png, c, args.seconds) for c in (1, 8, 32)}
     finally:
         server.terminate()
         server.wait(timeout=30)
+    # The floor again, after the server phase: this shared machine's speed drifts by a quarter within
+    # minutes, so the floor is the median of both measurements' passes.
+    for size, times in floor_seconds(home, checkpoint_id, [1, 8, 32], args.repeats).items():
+        samples[size] += times
+    floors = {size: statistics.median(times) for size, times in samples.items()}
 
     p50 = statistics.median(latencies)
     p99 = float(np.percentile(latencies, 99))
@@ -193,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| bare forward, batch {size} | {seconds * 1000:.2f} ms ({size / seconds:.0f} images/s) |")
     print(f"| one client: p50 / p99 | {p50 * 1000:.2f} / {p99 * 1000:.2f} ms |")
     print(f"| p50 overhead over the 1-image forward | {overhead_ms:.2f} ms |")
+    httpx_p50 = statistics.median(httpx_latencies)
+    httpx_overhead_ms = (httpx_p50 - floors[1]) * 1000
+    print(f"| one httpx client: p50, overhead | {httpx_p50 * 1000:.2f} ms, {httpx_overhead_ms:.2f} ms |")
     # Server-Timing: the server's own share of the round trip (the rest is uvicorn, loopback and the
     # client). Round trip minus `model`, request by request, is the overhead without the noise of a
     # floor measured in another process at another moment.
