@@ -92,6 +92,7 @@ def test_finetune_copies_the_source_architecture(client, enqueued, make_job, mak
         ({"hyperparameters": {"batch_size": 5000}}, "batch_size", "less than or equal to 4096"),
         ({"hyperparameters": {"optimizer": "lion"}}, "optimizer", "'adam', 'adamw', 'rmsprop'"),
         ({"hyperparameters": {"learning_rate": 0.1}}, "learning_rate", "Extra inputs"),
+        ({"hyperparameters": {"precision": "fp16"}}, "precision", "'auto', 'fp32' or 'bf16'"),
         ({"data": {"image_size": 8}}, "image_size", "greater than or equal to 16"),
     ],
 )
