@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> dict:
         f"{a.model} pre-training on STL-10 at {a.image_size}x{a.image_size}, augmented: "
         f"train_samples={a.train_samples or 'all'} (val_fraction {a.val_fraction}), "
         f"test_samples={a.test_samples or 'all'}, epochs={epochs}, batch {a.batch_size}, lr {a.lr}, "
-        f"seed {a.seed}; textbook DataLoader workers {workers}; repeats {a.repeats}"
+        f"seed {a.seed}; textbook DataLoader workers {workers}; repeats {a.repeats}; "
+        f"ours precision {a.precision}"
     )
     shared = dict(
         data_root=str(root),
