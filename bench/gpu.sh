@@ -4,7 +4,7 @@
 #
 # Here, once:   .venv/bin/python bench/prepare_data.py --wheels   # .bench-data (45 MB) + .whl (3 MB)
 # Then:         run(command="bash bench/gpu.sh", carry=[".bench-data", ".whl"], timeout_s=590)
-#               (the steps' limits add up to 550 s; the machine's start comes on top, 15 min in all)
+#               (the steps' limits add up to 570 s; the machine's start comes on top, 15 min in all)
 # Locally:      OUT=/tmp/gpu-out bash bench/gpu.sh   (also works on a CUDA workstation)
 # Smoke test of this script on a CPU (tiny sizes, any data root in the real formats):
 #               SMOKE=1 OUT=/tmp/gpu-out TRANSFERLAB_DATA_DIR=/tmp/tiny bash bench/gpu.sh
@@ -13,9 +13,11 @@
 #   1. seed study, engine as it is: pretrain resnet18 on the STL-10 subset at 96x96, then linear,
 #      partial, full on all of MNIST, with evaluation: wall time (target < 60 s) and full fine-tune
 #      test accuracy (target >= 99.5%)                                        -> $OUT/seed.json
-#   2. fine-tune table, ours vs textbook, all strategies, all of MNIST, 3 epochs -> $OUT/finetune.json
-#   3. pre-training table on STL-10, ours vs textbook, 10 epochs             -> $OUT/pretrain.json
-#   4. seed study again with torch.compile and cudnn.benchmark (does it pay?)  -> $OUT/seed-compiled.json
+#   2. the engine's tests on the GPU (TRANSFERLAB_TEST_DEVICE=cuda): every strategy, bf16 and its
+#      feature cache, resume, with deterministic algorithms                    -> $OUT/log.txt
+#   3. fine-tune table, ours vs textbook, all strategies, all of MNIST, 3 epochs -> $OUT/finetune.json
+#   4. pre-training table on STL-10, ours vs textbook, 10 epochs             -> $OUT/pretrain.json
+#   5. seed study again with torch.compile and cudnn.benchmark (does it pay?)  -> $OUT/seed-compiled.json
 # Everything printed also lands in $OUT/log.txt. Paste the tables into docs/performance.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -50,12 +52,14 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log, and go on 
 }
 
 DEVICE=cuda
+TESTS=(tests/engine)
 SEED=(--feature-cache-gb 16)
 TABLE=(--epochs 3 --textbook-workers 8)
 SOURCE=(--pretrain-epochs 20 --pretrain-samples 1000)
 PRETRAIN=(--epochs 10 --textbook-workers 8)
 if [ "${SMOKE:-0}" = 1 ]; then  # the same steps at toy sizes on the CPU: checks the plumbing only
     DEVICE=cpu
+    TESTS=(tests/engine/test_numerics.py)
     tiny=(--model simple_cnn --image-size 16)
     SEED=("${tiny[@]}" --train-samples 100 --test-samples 50 --pretrain-epochs 1 --epochs 1,1,1)
     TABLE=("${tiny[@]}" --train-samples 100 --test-samples 50 --epochs 1 --textbook-workers 1)
@@ -64,11 +68,12 @@ if [ "${SMOKE:-0}" = 1 ]; then  # the same steps at toy sizes on the CPU: checks
 fi
 
 step seed 100 $PY -m bench.seed_study --device $DEVICE "${SEED[@]}" --out "$OUT/seed.json"
-step finetune 270 $PY -m bench.finetune_throughput --device $DEVICE "${TABLE[@]}" "${SOURCE[@]}" \
+step engine-tests 70 env TRANSFERLAB_TEST_DEVICE=$DEVICE $PY -m pytest -q -p no:cacheprovider "${TESTS[@]}"
+step finetune 240 $PY -m bench.finetune_throughput --device $DEVICE "${TABLE[@]}" "${SOURCE[@]}" \
     --out "$OUT/finetune.json"
 step pretrain 60 $PY -m bench.pretrain_throughput --device $DEVICE "${PRETRAIN[@]}" --out "$OUT/pretrain.json"
 COMPILE=(--compile --cudnn-benchmark)
 [ "${SMOKE:-0}" = 1 ] && COMPILE=(--cudnn-benchmark)  # inductor needs minutes of CPU compiling
-step seed-compiled 120 $PY -m bench.seed_study --device $DEVICE "${SEED[@]}" "${COMPILE[@]}" \
+step seed-compiled 100 $PY -m bench.seed_study --device $DEVICE "${SEED[@]}" "${COMPILE[@]}" \
     --out "$OUT/seed-compiled.json"
 echo "outputs: $(ls "$OUT")" | tee -a "$LOG"

@@ -91,7 +91,11 @@ class Hyperparameters(_Strict):
     )
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Cross-entropy label smoothing.")
     seed: int = Field(
-        0, ge=0, le=2**31 - 1, description="Same seed on the same device gives the same result."
+        0,
+        ge=0,
+        le=2**31 - 1,
+        description="Data order, augmentation and initialisation. On a CPU the same seed gives the same "
+        "weights bit for bit; on a GPU cuDNN's fastest kernels may differ in the last bits between runs.",
     )
     extractor_lr_factor: float = Field(
         0.1,

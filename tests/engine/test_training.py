@@ -9,7 +9,7 @@ from engine.predict import Predictor
 from engine.run import run_job, validate_finetune
 from engine.spec import FinetuneSpec, OptimizerName, PretrainSpec, SchedulerName
 from engine.strategies import param_groups
-from tests.engine.training_helpers import SMALL, Recorder, finetune, pretrain, weights
+from tests.engine.training_helpers import DEVICE, SMALL, Recorder, finetune, pretrain, weights
 
 
 def test_pretrain_reports_each_epoch_and_writes_a_checkpoint(tiny_data_root, tmp_path):
@@ -26,7 +26,7 @@ def test_pretrain_reports_each_epoch_and_writes_a_checkpoint(tiny_data_root, tmp
         workdir=tmp_path / "w",
         checkpoint_dir=tmp_path / "c",
         hooks=hooks,
-        device="cpu",
+        device=DEVICE,
     )
     assert [[m.phase for m in row] for row in hooks.epochs] == [["train", "val"], ["train", "val"]]
     assert [m.epoch for m in result.epochs] == [1, 1, 2, 2]
@@ -34,7 +34,7 @@ def test_pretrain_reports_each_epoch_and_writes_a_checkpoint(tiny_data_root, tmp
     assert hooks.progress[-1] == pytest.approx(1.0) and hooks.progress == sorted(hooks.progress)
     assert sum(map(sum, result.evaluation.confusion_matrix)) == len(result.evaluation.true_labels)
     assert result.checkpoint.meta["class_names"][0] == "airplane"
-    assert result.cost.memory_device == "cpu" and result.cost.peak_memory_bytes > 0
+    assert result.cost.memory_device.startswith(DEVICE) and result.cost.peak_memory_bytes > 0
     assert result.cost.trainable_parameters == result.cost.total_parameters
 
 
@@ -200,7 +200,7 @@ def test_resume_state_is_saved_at_most_as_often_as_asked(tiny_data_root, tmp_pat
         "workdir": tmp_path / "work",
         "checkpoint_dir": tmp_path / "ckpt",
         "source_checkpoint": source.checkpoint.directory,
-        "device": "cpu",
+        "device": DEVICE,
         "resume_every_seconds": 3600,  # only the end of the phase would be saved
     }
     hooks = Recorder()

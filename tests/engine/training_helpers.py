@@ -1,5 +1,7 @@
-"""Helpers for the engine's training tests: tiny runs on the tiny data root, on the CPU."""
+"""Helpers for the engine's training tests: tiny runs on the tiny data root, on the CPU unless
+TRANSFERLAB_TEST_DEVICE says otherwise (bench/gpu.sh runs them with cuda on the GPU machine)."""
 
+import os
 from pathlib import Path
 
 import torch
@@ -10,6 +12,7 @@ from engine.results import Hooks
 from engine.run import run_job
 from engine.spec import FinetuneSpec, PretrainSpec
 
+DEVICE = os.environ.get("TRANSFERLAB_TEST_DEVICE", "cpu")
 SMALL = {"image_size": 16, "val_fraction": 0.2}
 
 
@@ -43,7 +46,7 @@ def pretrain(root: Path, tmp: Path, name: str = "src", **hyper) -> object:
         data_root=root,
         workdir=tmp / name / "work",
         checkpoint_dir=tmp / name / "ckpt",
-        device="cpu",
+        device=DEVICE,
     )
 
 
@@ -61,7 +64,7 @@ def finetune(root, tmp, source, name="ft", hooks=None, cache_bytes=None, **field
         source_checkpoint=source.checkpoint.directory,
         source_sha256=source.checkpoint.sha256,
         hooks=hooks,
-        device="cpu",
+        device=DEVICE,
         **extra,
     )
 
