@@ -584,7 +584,8 @@ def _limitations(
     )
     devices = sorted({j.device for j in jobs if j.device})
     if devices:
-        text = f"Trained on {', '.join(devices)}"
+        precisions = sorted({j.precision for j in jobs if j.precision})
+        text = f"Trained on {', '.join(devices)}" + (f" in {' and '.join(precisions)}" if precisions else "")
         if request.data.image_size != 96:
             text += (
                 f" at {request.data.image_size}x{request.data.image_size} pixels (the seed asks for 96x96)"

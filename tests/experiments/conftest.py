@@ -112,6 +112,7 @@ def store_results(
     job.progress = 1.0
     job.current_epoch = epochs
     job.device = "cpu"
+    job.precision = "fp32"
     job.finished_at = utcnow()
     session.commit()
 

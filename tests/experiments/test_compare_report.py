@@ -190,6 +190,7 @@ def test_the_report_states_the_best_strategy_the_gains_and_the_pretrain_share(cl
         in text
     )
     assert "Learning rate: best 0.01 by mean validation accuracy" in text
+    assert "Trained on cpu in fp32 at 32x32 pixels (the seed asks for 96x96)." in text
 
 
 def test_the_html_report_embeds_the_plots(client, finished):
