@@ -13,6 +13,7 @@ included); evaluation is cost.eval_seconds; everything else in the wall time is 
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import subprocess
 import sys
@@ -27,6 +28,12 @@ from bench.predict_latency import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def seconds_between(start: str, end: str) -> float:
+    """Seconds between two of the API's ISO-8601 timestamps."""
+    parse = datetime.datetime.fromisoformat
+    return (parse(end.replace("Z", "+00:00")) - parse(start.replace("Z", "+00:00"))).total_seconds()
 
 
 def wait(client: httpx.Client, job_ids: list[str]) -> list[dict]:
@@ -104,12 +111,18 @@ def main(argv: list[str] | None = None) -> int:
     evaluate = sum(m["cost"]["eval_seconds"] for m in metrics)
     print(f"# seed study through the API, one worker, {args.model} at {args.image_size}x{args.image_size}, "
           f"MNIST caps {caps}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}")  # fmt: skip
-    print("| job | device | test accuracy | train s | eval s |\n|---|---|---|---|---|")
+    # Per job: queued = created -> a worker started it; in the worker, what is neither training nor
+    # evaluation is loading data and the model, writing the checkpoint, rows and plots.
+    print("| job | device | test accuracy | train s | eval s | queued s | rest in worker s |")
+    print("|---|---|---|---|---|---|---|")
     for job, m in zip(jobs, metrics, strict=True):
         name = job["spec"].get("strategy") or "pretrain"
         cost = m["cost"]
+        queued = seconds_between(job["created_at"], job["started_at"])
+        in_worker = seconds_between(job["started_at"], job["finished_at"])
+        rest = in_worker - cost["train_seconds"] - cost["eval_seconds"]
         row = f"| {name} | {job['device']} | {m['evaluation']['accuracy']:.4f} |"
-        print(f"{row} {cost['train_seconds']:.1f} | {cost['eval_seconds']:.2f} |")
+        print(f"{row} {cost['train_seconds']:.1f} | {cost['eval_seconds']:.2f} | {queued:.2f} | {rest:.2f} |")
     other = wall - train - evaluate
     print(f"\nwall {wall:.1f} s = training {train:.1f} s + evaluation {evaluate:.1f} s "
           f"+ everything else {other:.1f} s ({other / wall:.0%} of the wall time)")  # fmt: skip
