@@ -82,8 +82,11 @@ def _load_data(spec: PretrainSpec | FinetuneSpec, root: Path, download: bool, de
     )
 
 
-def _spec_fingerprint(spec: PretrainSpec | FinetuneSpec, source_sha256: str | None) -> str:
-    text = json.dumps({"spec": spec.model_dump(mode="json"), "source": source_sha256}, sort_keys=True)
+def _spec_fingerprint(spec: PretrainSpec | FinetuneSpec, source_sha256: str | None, precision: str) -> str:
+    # The resolved precision too: "auto" is bf16 on a GPU and fp32 on a CPU, and a run re-queued to
+    # another kind of worker must not continue a state trained in the other arithmetic.
+    fields = {"spec": spec.model_dump(mode="json"), "source": source_sha256, "precision": precision}
+    text = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -198,7 +201,7 @@ def run_job(
         total_steps = sum(p.epochs for p in phases) * steps
         criterion = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
 
-        fingerprint = _spec_fingerprint(spec, source_sha256)
+        fingerprint = _spec_fingerprint(spec, source_sha256, numerics.precision)
         resume_dir = Path(workdir) / "resume"
         state = load_state(resume_dir)
         if state is not None and state["fingerprint"] != fingerprint:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from engine.errors import JobCancelled
 from engine.loop import ImageSource
 from engine.numerics import resolve_numerics
 from engine.preprocess import InputSpec
@@ -61,3 +62,19 @@ def test_bf16_cached_features_give_what_the_frozen_extractor_gives(tiny_data_roo
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-4)
     assert cached.evaluation.accuracy == through.evaluation.accuracy
+
+
+def test_a_state_saved_in_one_arithmetic_is_not_resumed_in_the_other(
+    tiny_data_root, tmp_path, source, monkeypatch
+):
+    # "auto" is fp32 here and bf16 on a GPU: a job re-queued from one kind of worker to the other
+    # starts over instead of continuing the other arithmetic's state.
+    cut = Recorder(stop_after_batches=4)
+    with pytest.raises(JobCancelled):
+        finetune(tiny_data_root, tmp_path, source, name="job", hooks=cut, hyperparameters={"epochs": 3})
+    assert len(cut.epochs) >= 1
+    as_on_a_gpu = lambda device, precision: resolve_numerics(device, Precision.bf16)  # noqa: E731
+    monkeypatch.setattr("engine.run.resolve_numerics", as_on_a_gpu)
+    again = Recorder()
+    finetune(tiny_data_root, tmp_path, source, name="job", hooks=again, hyperparameters={"epochs": 3})
+    assert again.starts[0].resumed_from_epoch == 0 and again.starts[0].precision == "bf16"
