@@ -120,16 +120,14 @@ def floor_seconds(home: Path, checkpoint_id: str, sizes: list[int], repeats: int
     return result
 
 
-def post(client: httpx.Client, url: str, checkpoint_id: str, png: bytes, server: list | None = None) -> float:
-    """Round-trip seconds; the server's own `Server-Timing` milliseconds go to `server` when given."""
+def post(client: httpx.Client, url: str, checkpoint_id: str, png: bytes) -> float:
+    """Round-trip seconds of one request with httpx."""
     start = time.perf_counter()
     response = client.post(
         url, data={"checkpoint": checkpoint_id}, files={"files": ("d.png", png, "image/png")}
     )
     elapsed = time.perf_counter() - start
     response.raise_for_status()
-    if server is not None:
-        server.append(parse_server_timing(response.headers.get("server-timing", "")))
     return elapsed
 
 

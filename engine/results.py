@@ -86,7 +86,7 @@ class RunInfo:
     total_epochs: int
     resumed_from_epoch: int  # 0 = fresh start
     steps_per_epoch: int
-    precision: str = "fp32"  # what hyperparameters.precision resolved to: "bf16" or "fp32"
+    precision: str  # what hyperparameters.precision resolved to: "bf16" or "fp32"
 
 
 @dataclass
@@ -96,7 +96,7 @@ class RunResult:
     cost: Cost
     checkpoint: CheckpointInfo
     device: str
-    precision: str = "fp32"
+    precision: str  # as in RunInfo
 
 
 class Hooks:
