@@ -12,6 +12,7 @@ one side to the other. Interpreter start and imports are outside every timing.
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import gzip
 import importlib
@@ -142,6 +143,23 @@ def measurement_of(side: str, task: str, result, epochs: int, wall_seconds: floa
         memory_device=cost.memory_device,
         test_accuracy=result.evaluation.accuracy,
     ).to_dict()
+
+
+def add_comparison_arguments(p: argparse.ArgumentParser) -> None:
+    """The options every ours-vs-textbook benchmark takes; each adds its own sizes and defaults."""
+    p.add_argument("--data-root", help="default: $TRANSFERLAB_DATA_DIR, else .bench-data")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--model", default="resnet18")
+    p.add_argument("--image-size", type=int, default=96)
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--textbook-workers", type=int, help="DataLoader worker processes (default: CPU 2, GPU 8)")
+    p.add_argument("--compile", action="store_true", help="ours: torch.compile the forward (experiment)")
+    p.add_argument("--cudnn-benchmark", action="store_true", help="ours: torch.backends.cudnn.benchmark")
+    p.add_argument(
+        "--precision", default="auto", choices=["auto", "fp32", "bf16"], help="ours: its precision"
+    )
+    p.add_argument("--in-process", action="store_true", help="no fresh process per run (tests; memory mixes)")
+    p.add_argument("--out", help="write every run and the summary as JSON here")
 
 
 def engine_spec_fields(

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from bench.common import (
     MEASUREMENT_HEADER,
+    add_comparison_arguments,
     engine_spec_fields,
     isolated,
     machine_line,
@@ -58,10 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     hp = Hyperparameters()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-root", help="default: $TRANSFERLAB_DATA_DIR, else .bench-data")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    p.add_argument("--model", default="resnet18")
-    p.add_argument("--image-size", type=int, default=96)
+    add_comparison_arguments(p)
     p.add_argument("--train-samples", type=int, help="STL-10 train images before the val hold-out (all)")
     p.add_argument("--test-samples", type=int, help="STL-10 test images (all)")
     p.add_argument("--epochs", type=int, help="default: CPU 2, GPU 10")
@@ -69,15 +67,6 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--lr", type=float, default=hp.lr)
     p.add_argument("--seed", type=int, default=hp.seed)
     p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--textbook-workers", type=int, help="DataLoader worker processes (default: CPU 2, GPU 8)")
-    p.add_argument("--compile", action="store_true", help="ours: torch.compile the forward (experiment)")
-    p.add_argument("--cudnn-benchmark", action="store_true", help="ours: torch.backends.cudnn.benchmark")
-    p.add_argument(
-        "--precision", default="auto", choices=["auto", "fp32", "bf16"], help="ours: its precision"
-    )
-    p.add_argument("--in-process", action="store_true", help="no fresh process per run (tests; memory mixes)")
-    p.add_argument("--out", help="write every run and the summary as JSON here")
     a = p.parse_args(argv)
 
     device = str(resolve_device(a.device))
