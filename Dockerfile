@@ -18,6 +18,8 @@ WORKDIR /app
 COPY pyproject.toml README.md alembic.ini ./
 COPY alembic ./alembic
 COPY engine ./engine
+COPY core ./core
+COPY cli ./cli
 COPY service ./service
 COPY worker ./worker
 # Editable, so the migrations in /app/alembic stay beside the package that runs them.

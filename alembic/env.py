@@ -1,5 +1,5 @@
-"""Alembic environment. The URL, first found wins: config.attributes["url"] (service.migrate),
-`-x url=...` on the command line, then service.config.get_settings().sqlalchemy_url."""
+"""Alembic environment. The URL, first found wins: config.attributes["url"] (core.migrate),
+`-x url=...` on the command line, then core.settings.get_settings().sqlalchemy_url."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from service.config import get_settings
-from service.models import Base
+from core.models import Base
+from core.settings import get_settings
 
 config = context.config
 target_metadata = Base.metadata

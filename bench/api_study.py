@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
            "TRANSFERLAB_DATA_DIR": str(resolve_data_root(args.data_root))}  # fmt: skip
     log = open(home / "serve.log", "w")  # noqa: SIM115 (lives as long as the server)
     server = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--workers", "1"],
+        [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--workers", "1"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     data = {"image_size": args.image_size}

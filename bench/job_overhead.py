@@ -64,7 +64,7 @@ def _stack(env: dict[str, str], log_dir: Path) -> tuple[str, list[subprocess.Pop
         log = open(log_dir / f"{name}.log", "w")  # noqa: SIM115 (closed with the process)
         processes.append(
             subprocess.Popen(
-                [sys.executable, "-m", "service.cli", *command],
+                [sys.executable, "-m", "cli.main", *command],
                 cwd=REPO,
                 env=env,
                 stdout=log,
@@ -99,18 +99,18 @@ def measure_jobs(base: str, count: int) -> tuple[list[float], list[float]]:
 
 
 def measure_epoch_writes(count: int) -> float:
-    """One epoch's write as worker/tasks.py JobHooks.on_epoch does it, in this process."""
+    """One epoch's write as worker/hooks.py JobHooks.on_epoch does it, in this process."""
+    from core import persist
+    from core.db import get_sessionmaker, reset_caches
+    from core.jobs import Lease, record
+    from core.models import Job, JobStatus, utcnow
     from engine.results import EpochMetrics
-    from service.db import get_sessionmaker, reset_caches
-    from service.models import Job, JobStatus, utcnow
-    from worker import persist
-    from worker.lifecycle import touch
 
     reset_caches()
     sessions = get_sessionmaker()
     with sessions() as session:
         job = Job(kind="pretrain", status=JobStatus.running, spec={}, dataset="mnist",
-                  architecture="simple_cnn", worker="bench", heartbeat_at=utcnow())  # fmt: skip
+                  architecture="simple_cnn", worker="bench", attempts=1, heartbeat_at=utcnow())  # fmt: skip
         session.add(job)
         session.commit()
         job_id = job.id
@@ -119,7 +119,7 @@ def measure_epoch_writes(count: int) -> float:
         rows = [EpochMetrics(epoch, phase, 0.5, 0.9, 1e-3, 1.0, 1000.0) for phase in ("train", "val")]
         start = time.perf_counter()
         with sessions() as session:
-            if touch(session, job_id, "bench", commit=False, current_epoch=epoch, progress=0.5):
+            if record(session, Lease(job_id, "bench", 1), current_epoch=epoch, progress=0.5):
                 persist.upsert_epochs(session, job_id, rows)
                 session.commit()
         times.append(time.perf_counter() - start)
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.pop(key, None)
         results.append(run_setting("embedded", {}, args, data_root))
     finally:
-        from service.db import reset_caches
+        from core.db import reset_caches
 
         reset_caches()  # drop pooled connections before the database goes
         _pg(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")

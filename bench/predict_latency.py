@@ -59,13 +59,13 @@ def digit_png() -> bytes:
 def make_checkpoint(home: Path, model: str, image_size: int) -> str:
     """A checkpoint row and files in a fresh state folder; returns the checkpoint id."""
     os.environ["TRANSFERLAB_HOME"] = str(home)
+    from core.db import reset_caches, session_scope
+    from core.migrate import upgrade
+    from core.models import Checkpoint, Job, JobStatus
     from engine.checkpoint import save_checkpoint
     from engine.datasets import DATASETS
     from engine.models import build_model
     from engine.preprocess import InputSpec
-    from service.db import reset_caches, session_scope
-    from service.migrate import upgrade
-    from service.models import Checkpoint, Job, JobStatus
 
     reset_caches()
     upgrade()
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     env = {**os.environ, "TRANSFERLAB_HOME": str(home), "TRANSFERLAB_EMBEDDED_WORKERS": "0"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--workers", "0",
+        [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--workers", "0",
          "--loglevel", "WARNING"],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip

@@ -40,4 +40,4 @@ class CheckpointError(EngineError):
 
 
 class JobCancelled(EngineError):
-    """The hooks asked the run to stop; raised between batches."""
+    """The hooks asked the run to stop; raised between batches, or instead of writing a state or weights."""

@@ -21,6 +21,13 @@ from engine.preprocess import InputSpec, prepare_batch
 from engine.results import Hooks
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
+StopCheck = Callable[[], bool]  # Hooks.should_stop: True when the run must end now
+
+
+def stop_if_asked(should_stop: StopCheck) -> None:
+    """Raise JobCancelled when the hooks ask the run to stop (checked after every batch, before writes)."""
+    if should_stop():
+        raise JobCancelled("stopped at the hooks' request")
 
 
 class ImageSource:
@@ -71,13 +78,17 @@ Source = ImageSource | TensorSource
 
 
 @torch.no_grad()
-def precompute(source: ImageSource, batch_size: int) -> TensorSource:
-    """Run the source's frozen prefix once over every row (un-augmented) and keep the outputs."""
+def precompute(source: ImageSource, batch_size: int, should_stop: StopCheck) -> TensorSource:
+    """Run the source's frozen prefix once over every row (un-augmented) and keep the outputs.
+
+    should_stop is polled after every batch: caching a whole split is a long stretch with no training
+    batch (and so no other poll) in it."""
     assert not source.augment, "augmented inputs differ every epoch and cannot be cached"
     parts = []
     for start in range(0, len(source), batch_size):
         index = torch.arange(start, min(start + batch_size, len(source)), device=source.device)
         parts.append(source.batch(index, None)[0])
+        stop_if_asked(should_stop)
     return TensorSource(torch.cat(parts), source.labels)
 
 
@@ -131,18 +142,20 @@ def train_epoch(
             correct += (logits.argmax(dim=1) == y).sum()
             seen += y.shape[0]
             hooks.on_progress(progress())
-            if hooks.should_stop():
-                raise JobCancelled("stopped at the hooks' request")
+            stop_if_asked(hooks.should_stop)
     return EpochTotals(float(loss_sum) / max(seen, 1), float(correct) / max(seen, 1), watch.seconds, seen)
 
 
 @torch.no_grad()
-def infer_logits(source: Source, forward: Forward, batch_size: int, numerics: Numerics) -> torch.Tensor:
-    """Logits for every row, in order, as float32 on the CPU."""
+def infer_logits(
+    source: Source, forward: Forward, batch_size: int, numerics: Numerics, should_stop: StopCheck
+) -> torch.Tensor:
+    """Logits for every row, in order, as float32 on the CPU; should_stop is polled after every batch."""
     parts = []
     for start in range(0, len(source), batch_size):
         index = torch.arange(start, min(start + batch_size, len(source)), device=numerics.device)
         x, _ = source.batch(index, None)
         with numerics.autocast():
             parts.append(forward(x).float().cpu())
+        stop_if_asked(should_stop)
     return torch.cat(parts) if parts else torch.empty(0, 0)

@@ -10,6 +10,7 @@ the one place that knows each architecture's blocks.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -23,7 +24,7 @@ from engine.spec import Architecture
 class TransferNet(nn.Module):
     """blocks -> neck (pooling, flatten; no parameters) -> head (Linear layers)."""
 
-    def __init__(self, architecture: str, blocks: list[nn.Module], neck: nn.Module, head: nn.Sequential):
+    def __init__(self, architecture: str, blocks: Sequence[nn.Module], neck: nn.Module, head: nn.Sequential):
         super().__init__()
         self.architecture = architecture
         self.blocks = nn.ModuleList(blocks)
@@ -150,8 +151,7 @@ def _load_torchvision_weights(net: nn.Module, path: Path) -> None:
 
 def replace_classifier(model: TransferNet, num_classes: int) -> None:
     """Swap the head's last Linear for a fresh one with `num_classes` outputs (the target's classes)."""
-    index = max(i for i, m in enumerate(model.head) if isinstance(m, nn.Linear))
-    old: nn.Linear = model.head[index]
+    index, old = [(i, m) for i, m in enumerate(model.head) if isinstance(m, nn.Linear)][-1]
     model.head[index] = nn.Linear(old.in_features, num_classes).to(old.weight.device)
 
 

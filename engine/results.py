@@ -112,5 +112,7 @@ class Hooks:
         """After every batch: share of all training steps done, 0..1. Keep it cheap."""
 
     def should_stop(self) -> bool:
-        """Polled after every batch; True stops the run with JobCancelled. Keep it cheap."""
+        """Polled after every batch (training, validation, test, feature caching) and right before each
+        resume state and the checkpoint are written; True stops the run with JobCancelled, writing
+        nothing more. Keep it cheap."""
         return False

@@ -6,7 +6,9 @@
                      workdir=Path("runs/1"), checkpoint_dir=Path("ckpt/1"))
     result.evaluation.accuracy
 
-Calling run_job again with the same workdir resumes after the last finished epoch.
+Calling run_job again with the same workdir resumes after the last finished epoch. The hooks'
+should_stop is polled after every batch (features, training, validation, test) and before every write
+(resume state, checkpoint): a worker that lost its job stops before it spends long or overwrites anything.
 """
 
 from __future__ import annotations
@@ -15,31 +17,44 @@ import gc
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.cost import PeakMemory, Stopwatch
-from engine.datasets import DATASETS, load_split, stratified_subset, train_val_split
+from engine.datasets import DATASETS, DatasetInfo
 from engine.device import resolve_device
 from engine.errors import CheckpointError, SpecError
 from engine.evaluate import evaluate_predictions
-from engine.loop import ImageSource, Source, infer_logits, precompute, steps_per_epoch, train_epoch
+from engine.job_data import (
+    DEFAULT_FEATURE_CACHE_BYTES,
+    JobData,
+    feature_cache_bytes,
+    load_job_data,
+    phase_sources,
+)
+from engine.loop import Forward, Source, infer_logits, steps_per_epoch, stop_if_asked, train_epoch
 from engine.models import TransferNet, build_model, count_parameters, replace_classifier
 from engine.numerics import Numerics, resolve_numerics
 from engine.optim import make_optimizer, make_scheduler
 from engine.preprocess import InputSpec
-from engine.results import Cost, EpochMetrics, Hooks, RunInfo, RunResult
+from engine.results import CheckpointInfo, Cost, EpochMetrics, Evaluation, Hooks, RunInfo, RunResult
 from engine.resume import load_state, save_state
-from engine.spec import Architecture, FinetuneSpec, PretrainSpec
+from engine.spec import Architecture, FinetuneSpec, Hyperparameters, PretrainSpec, Strategy
 from engine.strategies import Phase, apply_freeze, param_groups, plan_phases, set_train_mode
 
-# Cache a frozen prefix's outputs (partial strategy, no augmentation) only when they fit in this much
-# memory: resnet18's layer1 output at 96x96 is 147 KB an image, 8.8 GB for MNIST's 60,000.
-DEFAULT_FEATURE_CACHE_BYTES = 2 * 1024**3
+__all__ = [
+    "DEFAULT_FEATURE_CACHE_BYTES",
+    "DEFAULT_RESUME_EVERY_SECONDS",
+    "release_memory",
+    "run_job",
+    "validate_finetune",
+]
+
 # Resume state (weights + optimiser: 134 MB for resnet18 with Adam, 0.1-0.8 s to write here) is saved
 # at the end of an epoch when this long has passed since the last save, and at the end of each phase.
 # A short GPU epoch would otherwise spend more time saving than training; a dead worker loses at most
@@ -53,113 +68,77 @@ def validate_finetune(spec: FinetuneSpec, architecture: str) -> None:
 
 
 @dataclass
-class _Data:
-    train: tuple[torch.Tensor, torch.Tensor]
-    val: tuple[torch.Tensor, torch.Tensor]
-    test: tuple[torch.Tensor, torch.Tensor]
-    test_indices: torch.Tensor
-    class_names: tuple[str, ...]
+class _Model:
+    """The built model, its source checkpoint's meta, its phases, and the arithmetic it runs in."""
+
+    model: TransferNet
+    source_meta: dict[str, Any] | None
+    phases: list[Phase]
+    numerics: Numerics
 
 
-def _load_data(spec: PretrainSpec | FinetuneSpec, root: Path, download: bool, device: torch.device) -> _Data:
-    seed, options = spec.hyperparameters.seed, spec.data
-    train = load_split(spec.dataset.value, "train", root, download)
-    test = load_split(spec.dataset.value, "test", root, download)
-    pool = stratified_subset(train.labels, options.train_samples, seed)
-    train_pos, val_pos = train_val_split(train.labels[pool], options.val_fraction, seed)
-    train_rows, val_rows = pool[train_pos], pool[val_pos]
-    test_rows = stratified_subset(test.labels, options.test_samples, seed)
+@dataclass
+class _Job:
+    """What every step reads: the spec resolved against device, data and model (whose weights train)."""
 
-    def take(split, rows):
-        return split.images[rows].to(device), split.labels[rows].to(device)
+    spec: PretrainSpec | FinetuneSpec
+    hooks: Hooks
+    numerics: Numerics
+    info: DatasetInfo
+    input_spec: InputSpec
+    augment: bool
+    model: TransferNet
+    source_meta: dict[str, Any] | None
+    phases: list[Phase]
+    data: JobData
+    feature_cache_bytes: int
+    steps: int  # optimiser steps an epoch
+    criterion: nn.Module
+    fingerprint: str
+    resume_dir: Path
+    resume_every_seconds: float
 
-    return _Data(
-        take(train, train_rows),
-        take(train, val_rows),
-        take(test, test_rows),
-        test_rows,
-        train.class_names,
-    )
+    @property
+    def hp(self) -> Hyperparameters:
+        return self.spec.hyperparameters
 
+    @property
+    def device(self) -> torch.device:
+        return self.numerics.device
 
-def _spec_fingerprint(spec: PretrainSpec | FinetuneSpec, source_sha256: str | None, precision: str) -> str:
-    # The resolved precision too: "auto" is bf16 on a GPU and fp32 on a CPU, and a run re-queued to
-    # another kind of worker must not continue a state trained in the other arithmetic.
-    fields = {"spec": spec.model_dump(mode="json"), "source": source_sha256, "precision": precision}
-    text = json.dumps(fields, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _prefix(model: TransferNet, frozen: int):
-    """The frozen part as a function; with every block frozen it includes the neck (head inputs)."""
-    if frozen == len(model.blocks):
-        return lambda x: model.extract(x)
-    return lambda x: model.extract(x, 0, frozen)
+    @property
+    def total_epochs(self) -> int:
+        return sum(p.epochs for p in self.phases)
 
 
-def _suffix(model: TransferNet, frozen: int):
-    if frozen == len(model.blocks):
-        return model.head
-    return lambda x: model.head(model.extract(x, start=frozen))
+@dataclass
+class _RunState:
+    """What training changes between steps, and what a resume state saves and restores."""
+
+    generator: torch.Generator  # shuffling, on the CPU
+    augment_generator: torch.Generator  # on the training device
+    train_watch: Stopwatch
+    resumed: dict[str, Any] | None = None  # the state this run continues; None on a fresh start
+    resumed_from_epoch: int = 0
+    epochs: list[EpochMetrics] = field(default_factory=list)
+    parameter_updates: int = 0
+    trainable_parameters: int = 0  # the most any phase trains
+    last_save: float = 0.0  # time.monotonic() of the last resume-state save (or of the restore)
 
 
-def _sources(
-    model: TransferNet,
-    phase: Phase,
-    data: _Data,
-    spec_in: InputSpec,
-    augment: bool,
-    cache_bytes: int,
-    numerics: Numerics,
-) -> tuple[Source, Source, Source]:
-    k = phase.frozen_blocks
-    prefix = _prefix(model, k) if k > 0 else None
-    train = ImageSource(*data.train, spec_in, augment, numerics, prefix)
-    val = ImageSource(*data.val, spec_in, False, numerics, prefix)
-    test = ImageSource(*data.test, spec_in, False, numerics, prefix)
-    if prefix is None or augment or cache_bytes <= 0:  # 0 turns caching off (tests, benchmarks)
-        return train, val, test
-    # A frozen prefix on un-augmented inputs gives the same outputs every epoch: compute them once for
-    # the splits read every epoch. The test split is read once, at the end, through the prefix.
-    rows = len(train) + len(val)
-    model.eval()
-    bytes_per_row = train.batch(torch.arange(1, device=data.train[0].device), None)[0].nbytes
-    if k < len(model.blocks) and bytes_per_row * rows > cache_bytes:
-        return train, val, test
-    # resnet18 on 2 CPU cores runs 235 images/s at batch 32-128 but 174 at 512 (bench/: linear +19%).
-    batch = 512 if data.train[0].device.type == "cuda" else 64
-    return precompute(train, batch), precompute(val, batch), test
+@dataclass
+class _PhaseInputs:
+    sources: tuple[Source, Source, Source]  # train, validation, test
+    forward: Forward  # from a source's outputs to logits: the part of the model this phase trains
 
 
-def _feature_cache_bytes(device: torch.device, given: int | None) -> int:
-    """The caller's cap, else 2 GiB on the CPU and a quarter of the free memory on a GPU (partial on
-    all of MNIST at 96x96 caches about 5 GB of resnet18 layer1 outputs: worth it on an H200)."""
-    if given is not None:
-        return given
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0] // 4
-    return DEFAULT_FEATURE_CACHE_BYTES
-
-
-def _build_model(
-    spec: PretrainSpec | FinetuneSpec,
-    source: Path | None,
-    source_sha256: str | None,
-    num_classes: int,
-) -> tuple[TransferNet, dict | None]:
-    if isinstance(spec, PretrainSpec):
-        return build_model(spec.model.value, num_classes), None
-    if source is None:
-        raise SpecError("source", "a finetune job needs a source checkpoint")
-    state, meta = load_checkpoint(source, source_sha256)
-    model = build_model(meta["architecture"], int(meta["num_classes"]))
-    if not spec.random_init:  # the control keeps the architecture but none of the learnt weights
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            raise CheckpointError(f"source weights do not fit {meta['architecture']}: {e}") from None
-    replace_classifier(model, num_classes)
-    return model, meta
+@dataclass
+class _PhaseTraining:
+    phase: Phase
+    last_epoch: int  # 1-based, counted over all phases
+    inputs: _PhaseInputs
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
 
 
 def run_job(
@@ -176,188 +155,337 @@ def run_job(
     feature_cache_bytes: int | None = None,
     resume_every_seconds: float = DEFAULT_RESUME_EVERY_SECONDS,
 ) -> RunResult:
-    hooks = hooks or Hooks()
+    """Train the spec's phases and evaluate on the test split; JobCancelled when the hooks stop it."""
     dev = resolve_device(device)
-    info = DATASETS[spec.dataset.value]
-    hp = spec.hyperparameters
-    augment = info.default_augment if spec.data.augment is None else spec.data.augment
-    input_spec = InputSpec.for_dataset(info, spec.data.image_size)
-
-    torch.manual_seed(hp.seed)  # model init, new head, dropout
-    model, source_meta = _build_model(spec, source_checkpoint, source_sha256, info.num_classes)
-    architecture = Architecture(model.architecture).value
-    phases = plan_phases(spec, architecture)
-    numerics = resolve_numerics(dev, hp.precision)
-    model.to(dev, memory_format=torch.channels_last)  # inputs follow (engine/numerics.py)
-    generator = torch.Generator().manual_seed(hp.seed)  # shuffling, on the CPU
-    # Augmentation draws come from a generator on the training device: a CPU one would make every
-    # CUDA batch wait for a host-to-device copy of its random numbers.
-    augment_generator = torch.Generator(device=dev).manual_seed(hp.seed)
-
+    built = _build(spec, source_checkpoint, source_sha256, dev)
+    state = _fresh_state(spec.hyperparameters.seed, dev)
     with PeakMemory(dev) as memory:
-        data = _load_data(spec, Path(data_root), download, dev)
-        feature_cache_bytes = _feature_cache_bytes(dev, feature_cache_bytes)
-        steps = steps_per_epoch(data.train[1].shape[0], hp.batch_size)
-        total_steps = sum(p.epochs for p in phases) * steps
-        criterion = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
-
-        fingerprint = _spec_fingerprint(spec, source_sha256, numerics.precision)
-        resume_dir = Path(workdir) / "resume"
-        state = load_state(resume_dir)
-        if state is not None and state["fingerprint"] != fingerprint:
-            state = None  # a different spec ran in this folder: start over rather than mix runs
-        done = state["epoch"] if state else 0
-        epochs: list[EpochMetrics] = [EpochMetrics(**m) for m in state["epochs"]] if state else []
-        train_watch = Stopwatch(dev)
-        train_watch.seconds = state["train_seconds"] if state else 0.0
-        updates = state["parameter_updates"] if state else 0
-        if state:
-            model.load_state_dict({k: v.to(dev) for k, v in state["model"].items()})
-            generator.set_state(state["generator"])
-            augment_generator.set_state(state["augment_generator"])
-            torch.set_rng_state(state["torch_rng"])
-
-        last_save = time.monotonic()
-        hooks.on_start(RunInfo(str(dev), sum(p.epochs for p in phases), done, steps, numerics.precision))
-        trainable = 0
-        epoch = 0
-        forward = sources = None
-        for phase in phases:
-            first, last = epoch + 1, epoch + phase.epochs
-            epoch = last
-            apply_freeze(model, phase.frozen_blocks)
-            trainable = max(trainable, count_parameters(model, trainable_only=True))
-            if done >= last:
-                continue
-            with train_watch:
-                sources = _sources(model, phase, data, input_spec, augment, feature_cache_bytes, numerics)
-            forward = _suffix(model, phase.frozen_blocks)
-            groups = param_groups(model, phase.frozen_blocks, hp.lr, phase.extractor_lr_factor)
-            optimizer = make_optimizer(groups, hp)
-            scheduler = make_scheduler(optimizer, hp, phase.epochs * steps)
-            if state and first <= done < last:  # resume inside this phase
-                optimizer.load_state_dict(state["optimizer"])
-                if scheduler is not None and state["scheduler"] is not None:
-                    scheduler.load_state_dict(state["scheduler"])
-            for e in range(max(first, done + 1), last + 1):
-                set_train_mode(model, phase.frozen_blocks)
-                progress_base = (e - 1) * steps
-                counter = iter(range(1, steps + 1))
-
-                def progress(base=progress_base, counter=counter) -> float:
-                    return (base + next(counter)) / max(total_steps, 1)
-
-                with train_watch:
-                    totals = train_epoch(
-                        sources[0],
-                        forward,
-                        optimizer,
-                        scheduler,
-                        criterion,
-                        hp.batch_size,
-                        generator,
-                        augment_generator,
-                        numerics,
-                        hooks,
-                        progress,
-                    )
-                    lr = optimizer.param_groups[-1]["lr"]
-                    row = [
-                        EpochMetrics(
-                            e,
-                            "train",
-                            totals.loss,
-                            totals.accuracy,
-                            lr,
-                            totals.seconds,
-                            totals.rows / max(totals.seconds, 1e-9),
-                        )
-                    ]
-                    if len(sources[1]) > 0:
-                        model.eval()
-                        with Stopwatch(dev) as val_watch:
-                            logits = infer_logits(sources[1], forward, hp.batch_size, numerics)
-                            val_labels = data.val[1].cpu()
-                            val_loss = float(criterion(logits, val_labels))
-                            val_acc = float((logits.argmax(1) == val_labels).float().mean())
-                        row.append(
-                            EpochMetrics(
-                                e,
-                                "val",
-                                val_loss,
-                                val_acc,
-                                lr,
-                                val_watch.seconds,
-                                len(sources[1]) / max(val_watch.seconds, 1e-9),
-                            )
-                        )
-                updates += count_parameters(model, trainable_only=True) * steps
-                epochs.extend(row)
-                if e == last or time.monotonic() - last_save >= resume_every_seconds:
-                    last_save = time.monotonic()
-                    save_state(
-                        resume_dir,
-                        {
-                            "fingerprint": fingerprint,
-                            "epoch": e,
-                            "epochs": [m.to_dict() for m in epochs],
-                            "train_seconds": train_watch.seconds,
-                            "parameter_updates": updates,
-                            "model": model.state_dict(),
-                            "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                            "generator": generator.get_state(),
-                            "augment_generator": augment_generator.get_state(),
-                            "torch_rng": torch.get_rng_state(),
-                        },
-                    )
-                hooks.on_epoch(row)
-
-        # The test split is used once, here, with the last phase's inputs (cached features if any).
-        last_phase = phases[-1]
-        if forward is None:  # every epoch had finished before a resume: rebuild the last phase's path
-            apply_freeze(model, last_phase.frozen_blocks)
-            sources = _sources(model, last_phase, data, input_spec, augment, feature_cache_bytes, numerics)
-            forward = _suffix(model, last_phase.frozen_blocks)
-        model.eval()
-        with Stopwatch(dev) as eval_watch:
-            logits = infer_logits(sources[2], forward, hp.batch_size, numerics)
-            evaluation = evaluate_predictions(logits, data.test[1].cpu(), data.class_names, data.test_indices)
-        apply_freeze(model, 0)
-
-        meta = {
-            "architecture": architecture,
-            "num_classes": info.num_classes,
-            "class_names": list(data.class_names),
-            "input": input_spec.to_dict(),
-            "dataset": spec.dataset.value,
-            "kind": spec.kind,
-            "strategy": getattr(spec, "strategy", None) and spec.strategy.value,
-            "frozen_blocks": last_phase.frozen_blocks
-            if getattr(spec, "strategy", None) == "partial"
-            else None,
-            "random_init": getattr(spec, "random_init", False),
-            "source_sha256": source_meta and source_meta.get("sha256"),
-            "hyperparameters": hp.model_dump(mode="json"),
-            "precision": numerics.precision,
-            "data": spec.data.model_dump(mode="json"),
-            "test_accuracy": evaluation.accuracy,
-        }
-        checkpoint = save_checkpoint(model, meta, Path(checkpoint_dir))
+        job = _prepare(
+            spec,
+            built,
+            hooks or Hooks(),
+            source_sha256=source_sha256,
+            data_root=Path(data_root),
+            download=download,
+            cache_bytes=feature_cache_bytes,
+            resume_dir=Path(workdir) / "resume",
+            resume_every_seconds=resume_every_seconds,
+        )
+        _restore(job, state)
+        job.hooks.on_start(
+            RunInfo(str(dev), job.total_epochs, state.resumed_from_epoch, job.steps, job.numerics.precision)
+        )
+        last_inputs = _train(job, state)
+        evaluation, eval_seconds = _evaluate(job, last_inputs)
+        checkpoint = _write_checkpoint(job, evaluation, Path(checkpoint_dir))
         peak = memory.read()
-
     cost = Cost(
-        train_seconds=train_watch.seconds,
-        eval_seconds=eval_watch.seconds,
-        trainable_parameters=trainable,
-        total_parameters=count_parameters(model),
-        parameter_updates=updates,
+        train_seconds=state.train_watch.seconds,
+        eval_seconds=eval_seconds,
+        trainable_parameters=state.trainable_parameters,
+        total_parameters=count_parameters(built.model),
+        parameter_updates=state.parameter_updates,
         peak_memory_bytes=peak,
         memory_device=memory.where,
     )
-    del sources, data, forward
+    precision = built.numerics.precision
+    del job, last_inputs, built  # the data, cached features and model, before the memory goes back
     release_memory(dev)
-    return RunResult(epochs, evaluation, cost, checkpoint, device=str(dev), precision=numerics.precision)
+    return RunResult(state.epochs, evaluation, cost, checkpoint, device=str(dev), precision=precision)
+
+
+def _build(
+    spec: PretrainSpec | FinetuneSpec, source: Path | None, source_sha256: str | None, device: torch.device
+) -> _Model:
+    """Seed, build (or load) the model, plan its phases, and place it on the device channels-last."""
+    hp = spec.hyperparameters
+    torch.manual_seed(hp.seed)  # model init, new head, dropout
+    num_classes = DATASETS[spec.dataset.value].num_classes
+    model, source_meta = _build_model(spec, source, source_sha256, num_classes)
+    phases = plan_phases(spec, Architecture(model.architecture).value)
+    numerics = resolve_numerics(device, hp.precision)
+    model.to(device).to(memory_format=torch.channels_last)  # inputs follow (engine/numerics.py)
+    return _Model(model, source_meta, phases, numerics)
+
+
+def _build_model(
+    spec: PretrainSpec | FinetuneSpec,
+    source: Path | None,
+    source_sha256: str | None,
+    num_classes: int,
+) -> tuple[TransferNet, dict[str, Any] | None]:
+    """A fresh model (pre-training), or the source checkpoint's with a new head for the target."""
+    if isinstance(spec, PretrainSpec):
+        return build_model(spec.model.value, num_classes), None
+    if source is None:
+        raise SpecError("source", "a finetune job needs a source checkpoint")
+    state, meta = load_checkpoint(source, source_sha256)
+    model = build_model(meta["architecture"], int(meta["num_classes"]))
+    if not spec.random_init:  # the control keeps the architecture but none of the learnt weights
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise CheckpointError(f"source weights do not fit {meta['architecture']}: {e}") from None
+    replace_classifier(model, num_classes)
+    return model, meta
+
+
+def _fresh_state(seed: int, device: torch.device) -> _RunState:
+    """Seeded generators and zero counters, as a run starts before any resume state is applied."""
+    return _RunState(
+        generator=torch.Generator().manual_seed(seed),
+        # Augmentation draws come from a generator on the training device: a CPU one would make every
+        # CUDA batch wait for a host-to-device copy of its random numbers.
+        augment_generator=torch.Generator(device=device).manual_seed(seed),
+        train_watch=Stopwatch(device),
+    )
+
+
+def _prepare(
+    spec: PretrainSpec | FinetuneSpec,
+    built: _Model,
+    hooks: Hooks,
+    *,
+    source_sha256: str | None,
+    data_root: Path,
+    download: bool,
+    cache_bytes: int | None,
+    resume_dir: Path,
+    resume_every_seconds: float,
+) -> _Job:
+    """Load the job's data onto the device and fix what every later step reads."""
+    info = DATASETS[spec.dataset.value]
+    hp, numerics = spec.hyperparameters, built.numerics
+    data = load_job_data(spec, data_root, download, numerics.device)
+    return _Job(
+        spec=spec,
+        hooks=hooks,
+        numerics=numerics,
+        info=info,
+        input_spec=InputSpec.for_dataset(info, spec.data.image_size),
+        augment=info.default_augment if spec.data.augment is None else spec.data.augment,
+        model=built.model,
+        source_meta=built.source_meta,
+        phases=built.phases,
+        data=data,
+        feature_cache_bytes=feature_cache_bytes(numerics.device, cache_bytes),
+        steps=steps_per_epoch(data.train[1].shape[0], hp.batch_size),
+        criterion=nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing),
+        fingerprint=_spec_fingerprint(spec, source_sha256, numerics.precision),
+        resume_dir=resume_dir,
+        resume_every_seconds=resume_every_seconds,
+    )
+
+
+def _spec_fingerprint(spec: PretrainSpec | FinetuneSpec, source_sha256: str | None, precision: str) -> str:
+    # The resolved precision too: "auto" is bf16 on a GPU and fp32 on a CPU, and a run re-queued to
+    # another kind of worker must not continue a state trained in the other arithmetic.
+    fields = {"spec": spec.model_dump(mode="json"), "source": source_sha256, "precision": precision}
+    text = json.dumps(fields, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _restore(job: _Job, state: _RunState) -> None:
+    """Continue from the workdir's resume state when this same job (fingerprint) wrote it."""
+    saved = load_state(job.resume_dir)
+    if saved is not None and saved["fingerprint"] == job.fingerprint:
+        # Anything else is a different spec that ran in this folder: start over rather than mix runs.
+        state.resumed = saved
+        state.resumed_from_epoch = saved["epoch"]
+        state.epochs = [EpochMetrics(**m) for m in saved["epochs"]]
+        state.train_watch.seconds = saved["train_seconds"]
+        state.parameter_updates = saved["parameter_updates"]
+        job.model.load_state_dict({k: v.to(job.device) for k, v in saved["model"].items()})
+        state.generator.set_state(saved["generator"])
+        state.augment_generator.set_state(saved["augment_generator"])
+        torch.set_rng_state(saved["torch_rng"])
+    state.last_save = time.monotonic()
+
+
+def _train(job: _Job, state: _RunState) -> _PhaseInputs | None:
+    """Train every phase's unfinished epochs; the last phase's inputs, or None if none was left."""
+    last_inputs = None
+    last = 0
+    for phase in job.phases:
+        first, last = last + 1, last + phase.epochs
+        apply_freeze(job.model, phase.frozen_blocks)
+        trainable = count_parameters(job.model, trainable_only=True)
+        state.trainable_parameters = max(state.trainable_parameters, trainable)
+        if state.resumed_from_epoch >= last:
+            continue
+        training = _start_phase(job, state, phase, first, last)
+        for epoch in range(max(first, state.resumed_from_epoch + 1), last + 1):
+            _run_epoch(job, state, training, epoch)
+        last_inputs = training.inputs
+    return last_inputs
+
+
+def _start_phase(job: _Job, state: _RunState, phase: Phase, first: int, last: int) -> _PhaseTraining:
+    """A phase's inputs, optimiser and schedule; those of the resume state when it stopped inside it."""
+    with state.train_watch:
+        inputs = _phase_inputs(job, phase)
+    groups = param_groups(job.model, phase.frozen_blocks, job.hp.lr, phase.extractor_lr_factor)
+    optimizer = make_optimizer(groups, job.hp)
+    scheduler = make_scheduler(optimizer, job.hp, phase.epochs * job.steps)
+    if state.resumed is not None and first <= state.resumed_from_epoch < last:
+        optimizer.load_state_dict(state.resumed["optimizer"])
+        if scheduler is not None and state.resumed["scheduler"] is not None:
+            scheduler.load_state_dict(state.resumed["scheduler"])
+    return _PhaseTraining(phase, last, inputs, optimizer, scheduler)
+
+
+def _phase_inputs(job: _Job, phase: Phase) -> _PhaseInputs:
+    """The phase's sources (cached frozen features when they fit) and the forward pass it trains."""
+    sources = phase_sources(
+        job.model,
+        phase,
+        job.data,
+        job.input_spec,
+        job.augment,
+        job.feature_cache_bytes,
+        job.numerics,
+        job.hooks.should_stop,
+    )
+    return _PhaseInputs(sources, _suffix(job.model, phase.frozen_blocks))
+
+
+def _suffix(model: TransferNet, frozen: int) -> Forward:
+    """The part after the frozen blocks, as a function (bench/common.py wraps it to compile it)."""
+    if frozen == len(model.blocks):
+        return model.head
+    return lambda x: model.head(model.extract(x, start=frozen))
+
+
+def _run_epoch(job: _Job, state: _RunState, training: _PhaseTraining, epoch: int) -> None:
+    """Train and validate one epoch, count its updates, save a resume state when due, report it."""
+    set_train_mode(job.model, training.phase.frozen_blocks)
+    with state.train_watch:
+        row = [_train_one_epoch(job, state, training, epoch)]
+        validation = _validate(job, training.inputs, epoch, lr=row[0].lr)
+        if validation is not None:
+            row.append(validation)
+    state.parameter_updates += count_parameters(job.model, trainable_only=True) * job.steps
+    state.epochs.extend(row)
+    if epoch == training.last_epoch or time.monotonic() - state.last_save >= job.resume_every_seconds:
+        _save_resume_state(job, state, training, epoch)
+    job.hooks.on_epoch(row)
+
+
+def _train_one_epoch(job: _Job, state: _RunState, training: _PhaseTraining, epoch: int) -> EpochMetrics:
+    """One pass over the training rows; the metrics carry the head's learning rate at its end."""
+    total_steps = job.total_epochs * job.steps
+    steps_before = (epoch - 1) * job.steps
+    step_numbers = iter(range(1, job.steps + 1))
+
+    def fraction_done() -> float:
+        return (steps_before + next(step_numbers)) / max(total_steps, 1)
+
+    totals = train_epoch(
+        training.inputs.sources[0],
+        training.inputs.forward,
+        training.optimizer,
+        training.scheduler,
+        job.criterion,
+        job.hp.batch_size,
+        state.generator,
+        state.augment_generator,
+        job.numerics,
+        job.hooks,
+        fraction_done,
+    )
+    lr = training.optimizer.param_groups[-1]["lr"]
+    images_per_second = totals.rows / max(totals.seconds, 1e-9)
+    return EpochMetrics(epoch, "train", totals.loss, totals.accuracy, lr, totals.seconds, images_per_second)
+
+
+def _validate(job: _Job, inputs: _PhaseInputs, epoch: int, lr: float) -> EpochMetrics | None:
+    """Loss and accuracy on the validation rows; None when the spec keeps none."""
+    source = inputs.sources[1]
+    if len(source) == 0:
+        return None
+    job.model.eval()
+    with Stopwatch(job.device) as watch:
+        logits = infer_logits(source, inputs.forward, job.hp.batch_size, job.numerics, job.hooks.should_stop)
+        labels = job.data.val[1].cpu()
+        loss = float(job.criterion(logits, labels))
+        accuracy = float((logits.argmax(1) == labels).float().mean())
+    images_per_second = len(source) / max(watch.seconds, 1e-9)
+    return EpochMetrics(epoch, "val", loss, accuracy, lr, watch.seconds, images_per_second)
+
+
+def _save_resume_state(job: _Job, state: _RunState, training: _PhaseTraining, epoch: int) -> None:
+    """Save everything a rerun needs to continue after this epoch, unless the hooks say stop."""
+    stop_if_asked(job.hooks.should_stop)  # a displaced worker must not overwrite its successor's state
+    state.last_save = time.monotonic()
+    scheduler = training.scheduler
+    save_state(
+        job.resume_dir,
+        {
+            "fingerprint": job.fingerprint,
+            "epoch": epoch,
+            "epochs": [m.to_dict() for m in state.epochs],
+            "train_seconds": state.train_watch.seconds,
+            "parameter_updates": state.parameter_updates,
+            "model": job.model.state_dict(),
+            "optimizer": training.optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "generator": state.generator.get_state(),
+            "augment_generator": state.augment_generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        },
+    )
+
+
+def _evaluate(job: _Job, last_inputs: _PhaseInputs | None) -> tuple[Evaluation, float]:
+    """The test split, read once, through the last phase's inputs; with the seconds it took."""
+    last_phase = job.phases[-1]
+    if last_inputs is None:  # every epoch had finished before a resume: rebuild the last phase's path
+        apply_freeze(job.model, last_phase.frozen_blocks)
+        last_inputs = _phase_inputs(job, last_phase)
+    job.model.eval()
+    with Stopwatch(job.device) as watch:
+        logits = infer_logits(
+            last_inputs.sources[2],
+            last_inputs.forward,
+            job.hp.batch_size,
+            job.numerics,
+            job.hooks.should_stop,
+        )
+        data = job.data
+        evaluation = evaluate_predictions(logits, data.test[1].cpu(), data.class_names, data.test_indices)
+    apply_freeze(job.model, 0)
+    return evaluation, watch.seconds
+
+
+def _write_checkpoint(job: _Job, evaluation: Evaluation, directory: Path) -> CheckpointInfo:
+    """Write the trained weights and their meta, unless the hooks say stop."""
+    meta = _checkpoint_meta(job, evaluation)
+    stop_if_asked(job.hooks.should_stop)  # a displaced worker must not replace its successor's checkpoint
+    return save_checkpoint(job.model, meta, directory)
+
+
+def _checkpoint_meta(job: _Job, evaluation: Evaluation) -> dict[str, Any]:
+    """What a checkpoint records beside its weights: enough to predict with it, and how it was made."""
+    spec = job.spec
+    finetune = spec if isinstance(spec, FinetuneSpec) else None
+    return {
+        "architecture": Architecture(job.model.architecture).value,
+        "num_classes": job.info.num_classes,
+        "class_names": list(job.data.class_names),
+        "input": job.input_spec.to_dict(),
+        "dataset": spec.dataset.value,
+        "kind": spec.kind,
+        "strategy": finetune.strategy.value if finetune else None,
+        "frozen_blocks": job.phases[-1].frozen_blocks
+        if finetune and finetune.strategy == Strategy.partial
+        else None,
+        "random_init": finetune.random_init if finetune else False,
+        "source_sha256": job.source_meta and job.source_meta.get("sha256"),
+        "hyperparameters": job.hp.model_dump(mode="json"),
+        "precision": job.numerics.precision,
+        "data": spec.data.model_dump(mode="json"),
+        "test_accuracy": evaluation.accuracy,
+    }
 
 
 def release_memory(device: torch.device) -> None:

@@ -1,19 +1,31 @@
-"""How each strategy splits a run into phases and which blocks each phase freezes.
+"""Strategy rules: how each strategy splits a run into phases and which blocks each phase freezes.
 
 A phase freezes the first `frozen_blocks` blocks; frozen == number of blocks means the whole extractor
 is frozen and only the head trains. Frozen blocks get requires_grad=False *and* stay in eval mode, so
 their BatchNorm running statistics do not drift (timm does the same).
+
+    linear   every block frozen              one phase
+    partial  its frozen_blocks (default: half the blocks, at least one)
+    full     no block frozen                 extractor at lr * extractor_lr_factor
+    lp_ft    every block, then none          two phases (Kumar et al., ICLR 2022)
+
+The planner, the comparison and the report ask these functions instead of restating them. Importing
+this module costs no torch: the rules that need an architecture's block count import engine.models
+when called, so the API can name variants without loading the training stack.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from engine.errors import SpecError
-from engine.models import TransferNet, block_count
 from engine.spec import FinetuneSpec, PretrainSpec, Strategy
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from engine.models import TransferNet
 
 
 @dataclass(frozen=True)
@@ -24,14 +36,64 @@ class Phase:
     extractor_lr_factor: float  # extractor lr = head lr * this
 
 
+def _block_count(architecture: str) -> int:
+    from engine.models import block_count  # imports torch: only when a rule needs the blocks
+
+    return block_count(architecture)
+
+
+def _strategy(strategy: str) -> Strategy:
+    try:
+        return Strategy(strategy)
+    except ValueError:
+        allowed = ", ".join(s.value for s in Strategy)
+        raise SpecError("strategy", f"unknown strategy {strategy!r}; allowed: {allowed}") from None
+
+
+def accepts_frozen_blocks(strategy: str) -> bool:
+    """Only partial takes frozen_blocks; linear, full and lp_ft fix their frozen blocks themselves."""
+    return _strategy(strategy) == Strategy.partial
+
+
 def frozen_blocks_range(architecture: str) -> tuple[int, int]:
     """partial must freeze at least one block and leave at least one to train."""
-    return 1, block_count(architecture) - 1
+    return 1, _block_count(architecture) - 1
+
+
+def default_frozen_blocks(architecture: str) -> int:
+    """partial's frozen_blocks when none is given: half the blocks (rounded down), at least one."""
+    low, _ = frozen_blocks_range(architecture)
+    return max(low, _block_count(architecture) // 2)
+
+
+def phase_frozen_blocks(strategy: str, frozen_blocks: int | None, architecture: str) -> tuple[int, ...]:
+    """The blocks each fine-tune phase freezes, in order: linear (all,), partial (frozen_blocks,) with
+    None meaning the default, full (0,), lp_ft (all, 0). Does not check the range (see
+    resolve_frozen_blocks)."""
+    kind = _strategy(strategy)
+    if kind == Strategy.partial:
+        return (default_frozen_blocks(architecture) if frozen_blocks is None else frozen_blocks,)
+    if kind == Strategy.full:
+        return (0,)
+    every = _block_count(architecture)
+    return (every,) if kind == Strategy.linear else (every, 0)
+
+
+def frozen_blocks_of(strategy: str, frozen_blocks: int | None, architecture: str) -> int | None:
+    """The blocks a fine-tune keeps frozen throughout; None for lp_ft, which freezes all, then none."""
+    phases = phase_frozen_blocks(strategy, frozen_blocks, architecture)
+    return phases[0] if len(phases) == 1 else None
+
+
+def variant_name(strategy: str, frozen_blocks: int | None) -> str:
+    """linear, partial-2, full, lp_ft: the strategy, with the frozen_blocks that tells partials apart."""
+    # Lenient on purpose: it names stored jobs (worker plot titles pass '' for a pre-train).
+    return f"partial-{frozen_blocks}" if strategy == Strategy.partial else str(strategy)
 
 
 def resolve_frozen_blocks(spec: FinetuneSpec, architecture: str) -> int | None:
     """The frozen_blocks a partial run uses (default: half the blocks); SpecError when out of range."""
-    if spec.strategy != Strategy.partial:
+    if not accepts_frozen_blocks(spec.strategy):
         if spec.frozen_blocks is not None:
             raise SpecError(
                 "frozen_blocks", f"applies to strategy 'partial' only, not {spec.strategy.value!r}"
@@ -39,7 +101,7 @@ def resolve_frozen_blocks(spec: FinetuneSpec, architecture: str) -> int | None:
         return None
     low, high = frozen_blocks_range(architecture)
     if spec.frozen_blocks is None:
-        return max(low, block_count(architecture) // 2)
+        return default_frozen_blocks(architecture)
     if not low <= spec.frozen_blocks <= high:
         raise SpecError(
             "frozen_blocks",
@@ -50,23 +112,19 @@ def resolve_frozen_blocks(spec: FinetuneSpec, architecture: str) -> int | None:
 
 
 def plan_phases(spec: PretrainSpec | FinetuneSpec, architecture: str) -> list[Phase]:
-    n = block_count(architecture)
     hp = spec.hyperparameters
     if isinstance(spec, PretrainSpec):
         return [Phase("pretrain", hp.epochs, 0, 1.0)]
-    frozen = resolve_frozen_blocks(spec, architecture)
-    if spec.strategy == Strategy.linear:
-        return [Phase("linear", hp.epochs, n, 1.0)]
-    if spec.strategy == Strategy.partial:
-        return [Phase("partial", hp.epochs, frozen, 1.0)]
-    if spec.strategy == Strategy.full:
-        return [Phase("full", hp.epochs, 0, hp.extractor_lr_factor)]
+    frozen = phase_frozen_blocks(spec.strategy, resolve_frozen_blocks(spec, architecture), architecture)
+    if spec.strategy != Strategy.lp_ft:
+        factor = hp.extractor_lr_factor if spec.strategy == Strategy.full else 1.0
+        return [Phase(spec.strategy.value, hp.epochs, frozen[0], factor)]
     if hp.epochs < 2:
         raise SpecError("hyperparameters.epochs", "lp_ft needs at least 2 epochs (one per phase)")
     probe = min(hp.epochs - 1, max(1, round(hp.epochs * hp.linear_probe_fraction)))
     return [
-        Phase("linear", probe, n, 1.0),
-        Phase("full", hp.epochs - probe, 0, hp.extractor_lr_factor),
+        Phase("linear", probe, frozen[0], 1.0),
+        Phase("full", hp.epochs - probe, frozen[1], hp.extractor_lr_factor),
     ]
 
 

@@ -8,10 +8,11 @@ any route mounted without this middleware. Health probes and the docs stay open.
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.errors import send_json_error
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 UNAUTHORIZED = (
@@ -41,16 +42,4 @@ class TokenMiddleware:
         if token_matches(header, token):
             await self.app(scope, receive, send)
             return
-        body = json.dumps({"detail": UNAUTHORIZED}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", b"Bearer"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_json_error(send, 401, UNAUTHORIZED, {"WWW-Authenticate": "Bearer"})

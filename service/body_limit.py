@@ -11,11 +11,12 @@ Two checks, because a client may not send Content-Length (chunked transfer encod
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import send_json_error
 
 # JSON bodies (POST /jobs) are a few hundred bytes; 1 MiB is generous and stops a flood.
 DEFAULT_LIMIT_BYTES = 1024 * 1024
@@ -95,16 +96,4 @@ def _content_length(scope: Scope) -> int | None:
 
 
 async def _send_413(send: Send, limit: int) -> None:
-    body = json.dumps({"detail": _message(limit)}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await send_json_error(send, 413, _message(limit), {"Connection": "close"})

@@ -11,9 +11,9 @@ from fastapi import Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from core.db import get_sessionmaker
+from core.settings import Settings, get_settings
 from service.auth import UNAUTHORIZED, token_matches
-from service.config import Settings, get_settings
-from service.db import get_sessionmaker
 from service.inference import PredictorCache, get_predictor_cache
 
 
@@ -62,15 +62,14 @@ async def require_token(
 
 def get_enqueue() -> Callable[[str], None]:
     """Sends run_job(job_id) to the broker. Imported on first use: the app starts without Celery."""
-    from worker.celery_app import enqueue_run_job
+    from core.queue import enqueue_run_job
 
     return enqueue_run_job
 
 
 def get_broker_check() -> Callable[[], None]:
     """Raises when the broker cannot be reached within about two seconds."""
-
-    from worker.celery_app import check_broker
+    from core.queue import check_broker
 
     return lambda: check_broker(timeout_seconds=2.0)
 

@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from service.config import get_settings
+from core.settings import get_settings
 from service.lru import LRU
 
 if TYPE_CHECKING:  # engine.predict imports torch; the app imports this module at start.
@@ -86,7 +86,7 @@ class PredictorCache:
             return self._items.put(key, item)
 
     def __contains__(self, checkpoint_id: str) -> bool:
-        return any(key[0] == checkpoint_id for key in self._items.keys())
+        return any(key[0] == checkpoint_id for key in self._items.keys() if isinstance(key, tuple))
 
     def __len__(self) -> int:
         return len(self._items)

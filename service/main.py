@@ -17,9 +17,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 
+from core.settings import get_settings
 from service.auth import TokenMiddleware
 from service.body_limit import BodyLimitMiddleware
-from service.config import get_settings
 from service.deps import require_token
 from service.routes import artifacts, checkpoints, experiments, health, jobs, predict
 
@@ -77,7 +77,8 @@ def _version() -> str:
         return "0.0.0+local"
 
 
-async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)  # registered for that class only
     # pydantic's message for a body without `kind` names neither the field nor the choices.
     for error in exc.errors():
         if (

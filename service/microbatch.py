@@ -20,7 +20,7 @@ from queue import Empty, SimpleQueue
 import torch
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
-_STOP = object()
+_STOP = None  # the queue's end-of-work marker (close)
 
 
 class MicroBatcher:
@@ -28,7 +28,7 @@ class MicroBatcher:
         self.forward = forward
         self.max_wait = max_wait_seconds
         self.max_batch = max_batch
-        self._queue: SimpleQueue[tuple[torch.Tensor, Future]] = SimpleQueue()
+        self._queue: SimpleQueue[tuple[torch.Tensor, Future] | None] = SimpleQueue()
         self._preparing = 0  # requests that announced themselves and have not submitted yet
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
@@ -71,7 +71,7 @@ class MicroBatcher:
     def _serve(self) -> None:
         while True:
             first = self._queue.get()
-            if first is _STOP:
+            if first is None:
                 return
             with self._lock:  # collecting counts as running: later arrivals join this batch
                 self._running += 1
@@ -89,7 +89,7 @@ class MicroBatcher:
                         if self._queue.empty():
                             self._arrived.wait(remaining)
                     continue
-                if item is _STOP:
+                if item is None:
                     self._queue.put(_STOP)  # finish this batch first, then stop
                     break
                 items.append(item)

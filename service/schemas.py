@@ -1,45 +1,15 @@
-"""Request and response models, in families (Create / Public / List) like the FastAPI template.
-
-The training bodies reuse engine.spec: one source for every default, bound and allowed value, so the
-HTTP API and a notebook refuse the same inputs with the same messages.
-"""
+"""Response models, in families (Public / List) like the FastAPI template. The request bodies of
+POST /jobs are core.requests (re-exported here), built on engine.spec."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from datetime import datetime
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from engine.spec import FinetuneSpec, PretrainSpec
-from service.models import JobStatus
-
-# Descriptions for the engine-spec fields that carry none there; filled into the JSON schema only,
-# so defaults and bounds stay single-sourced in engine.spec.
-_SPEC_FIELD_DOCS = {
-    "kind": "pretrain: train an architecture from scratch; finetune: adapt a succeeded job's checkpoint.",
-    "dataset": "Data set to train on: stl10, mnist, fashion_mnist or cifar10.",
-    "model": "Architecture: simple_cnn, resnet18, mobilenet_v3_small or vgg11_bn.",
-    "strategy": "linear: train the head only; partial: freeze the first frozen_blocks blocks; "
-    "full: train everything, the extractor at lr x extractor_lr_factor; "
-    "lp_ft: linear probe, then full.",
-    "hyperparameters": "How to train: epochs, batch size, optimiser, learning rate, schedule...",
-    "data": "Which images at what size: image_size, sample caps, validation share, augmentation.",
-}
-
-
-def _describe_spec_fields(schema: dict[str, Any]) -> None:
-    for name, prop in schema.get("properties", {}).items():
-        if "description" not in prop and name in _SPEC_FIELD_DOCS:
-            prop["description"] = _SPEC_FIELD_DOCS[name]
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; every timestamp we store is UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
+from core.models import JobStatus
+from core.requests import FinetuneJobCreate, JobCreate, PretrainJobCreate
 
 # ---------------------------------------------------------------- errors
 
@@ -48,34 +18,6 @@ class ErrorPublic(BaseModel):
     """The body of every 4xx/5xx response but 422."""
 
     detail: str = Field(description="What was wrong, what is allowed, and what to do next.")
-
-
-# ---------------------------------------------------------------- jobs
-
-
-class PretrainJobCreate(PretrainSpec):
-    """Pre-train an architecture from random initialisation on a source data set."""
-
-    model_config = ConfigDict(json_schema_extra=_describe_spec_fields, title="PretrainJobCreate")
-
-
-class FinetuneJobCreate(FinetuneSpec):
-    """Fine-tune the checkpoint of a succeeded job on a target data set with a strategy."""
-
-    model_config = ConfigDict(json_schema_extra=_describe_spec_fields, title="FinetuneJobCreate")
-
-    source: str = Field(
-        min_length=1,
-        max_length=64,
-        description="Id of a succeeded job (pretrain or finetune) whose checkpoint is the start.",
-    )
-
-    def to_spec(self) -> FinetuneSpec:
-        """The engine spec, as the worker reads it back (the source lives in jobs.source_job_id)."""
-        return FinetuneSpec.model_validate(self.model_dump(exclude={"source"}))
-
-
-JobCreate = Annotated[PretrainJobCreate | FinetuneJobCreate, Field(discriminator="kind")]
 
 
 class JobLinks(BaseModel):
@@ -120,11 +62,6 @@ class JobPublic(BaseModel):
     finished_at: datetime | None = Field(description="When it reached a final status (UTC).")
     heartbeat_at: datetime | None = Field(description="Last sign of life from its worker (UTC).")
     links: JobLinks = Field(description="Related resources.")
-
-    @field_validator("created_at", "started_at", "finished_at", "heartbeat_at")
-    @classmethod
-    def as_utc(cls, value: datetime | None) -> datetime | None:
-        return _utc(value)
 
     @classmethod
     def from_row(cls, job: Any) -> JobPublic:
@@ -243,11 +180,6 @@ class CheckpointPublic(BaseModel):
     size_bytes: int = Field(description="Size of the weights file in bytes.")
     created_at: datetime = Field(description="When it was written (UTC).")
 
-    @field_validator("created_at")
-    @classmethod
-    def as_utc(cls, value: datetime) -> datetime | None:
-        return _utc(value)
-
 
 class CheckpointList(BaseModel):
     data: list[CheckpointPublic] = Field(description="This page of checkpoints, newest first.")
@@ -286,3 +218,6 @@ class ReadinessPublic(BaseModel):
     status: Literal["ready"] = Field(description="ready: the database and the broker answered.")
     database: Literal["ok"] = Field(description="The database answered SELECT 1.")
     broker: Literal["ok"] = Field(description="The Celery broker accepted a connection.")
+
+
+__all__ = ["FinetuneJobCreate", "JobCreate", "PretrainJobCreate"]  # re-exported request bodies

@@ -1,19 +1,25 @@
-"""`transferlab.run_job(job_id)`: claim the job, drive the engine, write what it reports.
+"""`transferlab.run_job(job_id)`: claim the job, drive the engine under a lease, write what it reports.
 
 The task never raises into Celery: every outcome (succeeded, failed, cancelled, a duplicate delivery
-skipped) is written to the job row and the message is acknowledged, so nothing loops on redelivery.
-A worker that dies mid-job leaves a stale heartbeat, and the reaper (worker/recovery.py) re-queues
-it; the next attempt resumes from `runs/<job_id>`, the engine's per-epoch resume state.
+refused) is written to the job row and the message is acknowledged, so nothing loops on redelivery.
+A worker that dies mid-job stops renewing its lease, and the reaper (core/recovery.py) queues the job
+again; the next attempt resumes from `runs/<job_id>`, the engine's per-epoch resume state.
+
+Only the lease's holder writes: epoch rows through the lease, and the checkpoint into an
+attempt-unique temporary folder that the holder renames into place in the transaction of its final
+status. A worker whose lease was taken over stops at its next check and leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import enum
 import gc
 import logging
+import os
 import shutil
 import threading
-import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,126 +27,85 @@ from celery import signals
 from pydantic import TypeAdapter
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
+from core import persist
+from core.db import get_sessionmaker
+from core.experiments.orchestrate import notify_job_finished
+from core.jobs import ClaimOutcome, Lease, claim_job, finish, release
+from core.models import Checkpoint, Job, JobStatus
+from core.queue import TASK_NAME, enqueue_run_job
+from core.recovery import forget_run_state
+from core.settings import Settings, get_settings
 from engine.errors import CheckpointError, JobCancelled
-from engine.results import EpochMetrics, Hooks, RunInfo
+from engine.results import RunResult
 from engine.run import run_job as run_engine
-from engine.spec import FinetuneSpec, JobSpec
-from service.artifacts import record_job_artifacts
-from service.config import Settings, get_settings
-from service.db import get_sessionmaker
-from service.experiments.orchestrate import notify_job_finished
-from service.models import Checkpoint, Job, JobStatus, utcnow
-from worker import persist
-from worker.celery_app import TASK_NAME, celery_app, enqueue_run_job
-from worker.lifecycle import (
-    ClaimOutcome,
-    Heartbeat,
-    StopPoller,
-    claim_job,
-    finish_job,
-    release_job,
-    touch,
-    worker_name,
-)
-from worker.recovery import start_reaper
+from engine.spec import FinetuneSpec, JobSpec, PretrainSpec
+from worker.celery_app import celery_app
+from worker.hooks import JobHooks
+from worker.lease import LeaseKeeper, StopReason
+from worker.plots import render_job_plots_safely, save_job_plots
+from worker.reaper import start_reaper
 
 log = logging.getLogger(__name__)
 
-TERMINAL_OUTCOMES = {JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.cancelled.value}
-PROGRESS_WRITE_SECONDS = 1.0  # progress is written at most this often; every batch would be too much
-CANCEL_POLL_SECONDS = 1.0
 DB_RETRY_SECONDS = 15
 
 # Set when this worker starts a warm shutdown (SIGTERM, Ctrl-C): the running job is handed back to
-# the queue at its next batch instead of holding the shutdown for hours.
+# the queue at its next check instead of holding the shutdown for hours.
 shutting_down = threading.Event()
 
 
+class RunOutcome(enum.StrEnum):
+    """What one delivery of run_job ended in (the task's return value, for logs and tests)."""
+
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+    lost = "lost"  # the lease was taken over or ran out: nothing more was written
+    released = "released"  # handed back to the queue at a warm shutdown
+    abandoned = "abandoned"  # could not be handed back; the reaper queues it once its lease runs out
+    # A delivery that was not run (core.jobs.ClaimOutcome): a duplicate, or refused and ended now.
+    missing = "missing"
+    finished = "finished"
+    held = "held"
+    refused_cancelled = "refused_cancelled"
+    exhausted = "exhausted"
+
+
+TERMINAL_OUTCOMES = {RunOutcome.succeeded, RunOutcome.failed, RunOutcome.cancelled}
+_FROM_CLAIM = {
+    ClaimOutcome.missing: RunOutcome.missing,
+    ClaimOutcome.finished: RunOutcome.finished,
+    ClaimOutcome.held: RunOutcome.held,
+    ClaimOutcome.cancelled: RunOutcome.refused_cancelled,
+    ClaimOutcome.exhausted: RunOutcome.exhausted,
+}
+
+
 @signals.worker_shutting_down.connect
-def _on_worker_shutting_down(**_) -> None:
+def _on_worker_shutting_down(**_: object) -> None:
     shutting_down.set()
 
 
 @signals.worker_ready.connect
-def _on_worker_ready(**_) -> None:
-    start_reaper(get_settings(), get_sessionmaker())
+def _on_worker_ready(**_: object) -> None:
+    start_reaper(get_settings(), get_sessionmaker(), enqueue_run_job)
 
 
-_spec_adapter: TypeAdapter = TypeAdapter(JobSpec)
+_spec_adapter: TypeAdapter[PretrainSpec | FinetuneSpec] = TypeAdapter(JobSpec)
 
 
-def parse_spec(stored: dict):
+def parse_spec(stored: dict) -> PretrainSpec | FinetuneSpec:
     """The engine spec stored with the job (a `source` key, the API's, is not part of it)."""
     return _spec_adapter.validate_python({k: v for k, v in stored.items() if k != "source"})
 
 
-class JobHooks(Hooks):
-    """The engine's callbacks, written to the job's rows."""
-
-    def __init__(self, job_id: str, worker: str, sessions, should_stop: StopPoller):
-        self.job_id = job_id
-        self.worker = worker
-        self.sessions = sessions
-        self.poller = should_stop
-        self.fraction = 0.0
-        self._next_progress_write = 0.0
-
-    def on_start(self, info: RunInfo) -> None:
-        log.info(
-            "job %s: %d epochs of %d steps on %s, resuming after epoch %d",
-            self.job_id,
-            info.total_epochs,
-            info.steps_per_epoch,
-            info.device,
-            info.resumed_from_epoch,
-        )
-        with self.sessions() as session:
-            if touch(
-                session,
-                self.job_id,
-                self.worker,
-                commit=False,
-                device=info.device,
-                precision=info.precision,
-                current_epoch=info.resumed_from_epoch,
-            ):
-                persist.drop_epochs_after(session, self.job_id, info.resumed_from_epoch)
-                session.commit()
-
-    def on_epoch(self, metrics: list[EpochMetrics]) -> None:
-        with self.sessions() as session:
-            # A job taken away from this worker gets nothing written; the poller stops the run.
-            if touch(
-                session,
-                self.job_id,
-                self.worker,
-                commit=False,
-                current_epoch=metrics[0].epoch,
-                progress=self.fraction,
-            ):
-                persist.upsert_epochs(session, self.job_id, metrics)
-                session.commit()
-
-    def on_progress(self, fraction: float) -> None:
-        self.fraction = fraction
-        if time.monotonic() >= self._next_progress_write:
-            self._next_progress_write = time.monotonic() + PROGRESS_WRITE_SECONDS
-            try:
-                with self.sessions() as session:
-                    touch(session, self.job_id, self.worker, progress=fraction)
-            except Exception:  # progress is cosmetic: never fail a training run over it
-                log.exception("progress write for job %s failed", self.job_id)
-
-    def should_stop(self) -> bool:
-        return self.poller()
-
-
 @celery_app.task(name=TASK_NAME, bind=True)
-def run_job(self, job_id: str) -> str:
-    """Run one job; returns what happened (claimed outcomes and "succeeded", "failed", ...)."""
+def run_job(self, job_id: str) -> str:  # self: celery's bound task
+    """Run one job; returns what happened (a RunOutcome)."""
     try:
-        return execute_job(job_id)
+        return execute_job(job_id).value
     except OperationalError as exc:
         # The database is unreachable (restarting, network): acknowledging now would drop the only
         # message of a queued job, so send it again later. A claimed job is left to the reaper.
@@ -150,7 +115,8 @@ def run_job(self, job_id: str) -> str:
 
 def execute_job(
     job_id: str, settings: Settings | None = None, *, shutdown: threading.Event | None = None
-) -> str:
+) -> RunOutcome:
+    """Claim, run and finish one job in this process."""
     settings = settings or get_settings()
     sessions = get_sessionmaker()
     me = worker_name()
@@ -160,140 +126,199 @@ def execute_job(
             job_id,
             worker=me,
             device=settings.device,
-            stale_after_seconds=settings.stale_after_seconds,
+            lease_seconds=settings.stale_after_seconds,
             max_attempts=settings.max_attempts,
         )
-    if claim.outcome != ClaimOutcome.claimed:
+    if claim.lease is None:
         log.info("job %s not run: %s (attempts %d)", job_id, claim.outcome, claim.attempts)
         if claim.outcome in (ClaimOutcome.exhausted, ClaimOutcome.cancelled):
-            shutil.rmtree(settings.runs_dir / job_id, ignore_errors=True)
-            notify_job_finished(job_id)
-        return claim.outcome.value
-    log.info("job %s claimed by %s (attempt %d)", job_id, me, claim.attempts)
-    try:
-        with Heartbeat(sessions, job_id, me, settings.heartbeat_seconds) as heartbeat:
-            poller = StopPoller(
-                sessions,
-                job_id,
-                me,
-                interval_seconds=CANCEL_POLL_SECONDS,
-                lost=heartbeat.lost,
-                shutdown=shutdown or shutting_down,
-            )
-            hooks = JobHooks(job_id, me, sessions, poller)
-            outcome = _run_claimed(job_id, me, settings, sessions, hooks, heartbeat)
-    except Exception as exc:
-        log.error("job %s failed:\n%s", job_id, traceback.format_exc())
-        error = f"{type(exc).__name__}: {exc}"
-        del exc
-        _free_memory()
-        with sessions() as session:
-            finish_job(session, job_id, me, JobStatus.failed, error=error[:4000])
-        shutil.rmtree(settings.runs_dir / job_id, ignore_errors=True)
-        outcome = JobStatus.failed.value
+            forget_run_state(settings, job_id)
+            notify_job_finished(job_id, enqueue_run_job)
+        return _FROM_CLAIM[claim.outcome]
+    lease = claim.lease
+    log.info("job %s claimed by %s (attempt %d)", job_id, me, lease.attempt)
+    with LeaseKeeper(
+        sessions,
+        lease,
+        lease_seconds=settings.stale_after_seconds,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        shutdown=shutdown or shutting_down,
+    ) as keeper:
+        run = ClaimedRun(lease, settings, sessions, keeper)
+        try:
+            outcome = run.execute()
+        except Exception as exc:
+            outcome = run.fail(exc)
+        finally:
+            run.discard_temporary_checkpoint()
     log.info("job %s: %s", job_id, outcome)
     if outcome in TERMINAL_OUTCOMES:
-        notify_job_finished(job_id)  # an experiment's next step: fan out, finish, or fail
+        forget_run_state(settings, job_id)
+        notify_job_finished(job_id, enqueue_run_job)  # an experiment's next step: fan out, finish, fail
     return outcome
 
 
-def _source_checkpoint(session, job: Job, settings: Settings) -> tuple[Path, str]:
-    row = session.scalar(select(Checkpoint).where(Checkpoint.job_id == job.source_job_id))
-    if row is None:
-        raise CheckpointError(
-            f"source job {job.source_job_id} has no checkpoint; fine-tune from a job that succeeded"
-        )
-    return settings.checkpoints_dir / row.path, row.sha256
+def worker_name() -> str:
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _run_claimed(
-    job_id: str, me: str, settings: Settings, sessions, hooks: JobHooks, heartbeat: Heartbeat
-) -> str:
-    with sessions() as session:
-        job = session.get(Job, job_id)
-        spec = parse_spec(job.spec)
-        source_dir, source_sha256 = (
-            _source_checkpoint(session, job, settings) if isinstance(spec, FinetuneSpec) else (None, None)
-        )
-    workdir = settings.runs_dir / job_id
-    checkpoint_dir = settings.checkpoints_dir / persist.checkpoint_id_for(job_id)
-    try:
-        result = run_engine(
+@dataclass
+class ClaimedRun:
+    """One attempt of a held job, as named steps: prepare, train, then finish or stop."""
+
+    lease: Lease
+    settings: Settings
+    sessions: object
+    keeper: LeaseKeeper
+
+    @property
+    def checkpoint_id(self) -> str:
+        return persist.checkpoint_id_for(self.lease.job_id)
+
+    @property
+    def final_checkpoint_dir(self) -> Path:
+        return self.settings.checkpoints_dir / self.checkpoint_id
+
+    @property
+    def temporary_checkpoint_dir(self) -> Path:
+        """Unique to this attempt in this process: a displaced worker never writes the holder's files."""
+        name = f".{self.checkpoint_id}.attempt-{self.lease.attempt}.{os.getpid()}.tmp"
+        return self.settings.checkpoints_dir / name
+
+    def _session(self) -> Session:
+        return self.sessions()  # type: ignore[operator]
+
+    def execute(self) -> RunOutcome:
+        spec, source_dir, source_sha256 = self.prepare()
+        try:
+            result = self.train(spec, source_dir, source_sha256)
+        except JobCancelled:
+            result = None
+        self.keeper.stop()  # every write from here on names the lease itself
+        reason = self.keeper.reason
+        if reason is not None or result is None:
+            _free_memory()  # the engine's tensors went with the exception's frames
+            return self.stopped(reason or StopReason.lost)
+        return self.finish_succeeded(result)
+
+    def prepare(self) -> tuple[PretrainSpec | FinetuneSpec, Path | None, str | None]:
+        """Read the job's spec and, for a fine-tune, where its source checkpoint is."""
+        with self._session() as session:
+            job = session.get(Job, self.lease.job_id)
+            if job is None:
+                raise LookupError(f"job {self.lease.job_id} was deleted while it was claimed")
+            spec = parse_spec(job.spec)
+            if not isinstance(spec, FinetuneSpec):
+                return spec, None, None
+            row = session.scalar(select(Checkpoint).where(Checkpoint.job_id == job.source_job_id))
+            if row is None:
+                raise CheckpointError(
+                    f"source job {job.source_job_id} has no checkpoint; fine-tune from a job that succeeded"
+                )
+            return spec, self.settings.checkpoints_dir / row.path, row.sha256
+
+    def train(
+        self, spec: PretrainSpec | FinetuneSpec, source_dir: Path | None, source_sha256: str | None
+    ) -> RunResult:
+        """The engine's run, resuming from runs/<job_id>, writing its checkpoint to this attempt's folder."""
+        return run_engine(
             spec,
-            data_root=settings.data_root,
-            workdir=workdir,
-            checkpoint_dir=checkpoint_dir,
+            data_root=self.settings.data_root,
+            workdir=self.settings.runs_dir / self.lease.job_id,
+            checkpoint_dir=self.temporary_checkpoint_dir,
             source_checkpoint=source_dir,
             source_sha256=source_sha256,
-            hooks=hooks,
-            device=settings.device,
-            download=settings.download,
-            resume_every_seconds=settings.resume_every_seconds,
+            hooks=JobHooks(self.lease, self.sessions, self.keeper),  # type: ignore[arg-type]
+            device=self.settings.device,
+            download=self.settings.download,
+            resume_every_seconds=self.settings.resume_every_seconds,
         )
-    except JobCancelled:
-        reason = hooks.poller.reason
-    else:
-        reason = None
-    finally:
-        heartbeat.stop()  # every write from here on is conditional on this worker holding the job
-    if reason is not None:
-        _free_memory()  # the engine's tensors went with the exception's frames
-        return _stopped(job_id, me, reason, settings, sessions)
-    record_job_artifacts(job_id, result)  # plots before "succeeded": a finished job has them; never raises
 
-    with sessions() as session:
-        if not touch(
-            session,
-            job_id,
-            me,
-            commit=False,
-            status=JobStatus.succeeded,
-            progress=1.0,
-            current_epoch=max((m.epoch for m in result.epochs), default=0),
-            device=result.device,
-            precision=result.precision,
-            error=None,
-            finished_at=utcnow(),
-        ):
-            session.rollback()
-            return "lost"
-        persist.upsert_epochs(session, job_id, result.epochs)  # any an earlier attempt missed
-        persist.save_evaluation(session, job_id, result.evaluation.to_dict())
-        persist.save_cost(session, job_id, result.cost.to_dict())
-        persist.save_checkpoint_row(
-            session,
-            session.get(Job, job_id),
-            checkpoints_dir=settings.checkpoints_dir,
-            directory=result.checkpoint.directory,
-            sha256=result.checkpoint.sha256,
-            meta=result.checkpoint.meta,
-        )
-        session.commit()
-    shutil.rmtree(workdir, ignore_errors=True)
-    return JobStatus.succeeded.value
-
-
-def _stopped(job_id: str, me: str, reason: str, settings: Settings, sessions) -> str:
-    if reason == "lost":  # another worker or the reaper owns the row now: touch nothing
-        log.warning("job %s was taken away from %s; stopped", job_id, me)
-        return "lost"
-    if reason == "shutdown":
-        with sessions() as session:
+    def finish_succeeded(self, result: RunResult) -> RunOutcome:
+        """Plots drawn first (no lock held), then one transaction: the final status, the rows, the
+        checkpoint folder renamed into place, the plots stored; all of it or nothing."""
+        job_id = self.lease.job_id
+        with self._session() as session:
+            plots = render_job_plots_safely(session, job_id, self.settings, result.evaluation, result.epochs)
+            status = finish(
+                session,
+                self.lease,
+                JobStatus.succeeded,
+                current_epoch=max((m.epoch for m in result.epochs), default=0),
+                device=result.device,
+                precision=result.precision,
+            )
+            if status is None:
+                session.rollback()
+                return RunOutcome.lost
+            if status == JobStatus.cancelled:  # a cancel accepted before this write wins
+                session.commit()
+                return RunOutcome.cancelled
+            persist.upsert_epochs(session, job_id, result.epochs)  # any an earlier attempt missed
+            persist.save_evaluation(session, job_id, result.evaluation.to_dict())
+            persist.save_cost(session, job_id, result.cost.to_dict())
+            final = self.final_checkpoint_dir
+            shutil.rmtree(final, ignore_errors=True)  # an earlier attempt's folder is never referenced
+            os.replace(result.checkpoint.directory, final)
+            job = session.get(Job, job_id)
+            assert job is not None
+            persist.save_checkpoint_row(
+                session,
+                job,
+                checkpoints_dir=self.settings.checkpoints_dir,
+                directory=final,
+                sha256=result.checkpoint.sha256,
+                meta=result.checkpoint.meta,
+            )
             try:
-                if release_job(session, job_id, me, commit=False):
-                    # A fresh message (this one is acknowledged as the task returns), sent before
-                    # the commit: a queued job must never be left without one.
-                    enqueue_run_job(job_id)
+                save_job_plots(session, self.settings, job_id, plots)
+            except OSError:  # a full disk loses the pictures, not the job
+                log.exception("job %s: could not store its plots", job_id)
+            try:
                 session.commit()
             except Exception:
-                session.rollback()  # still ours and running: the reaper re-queues it once stale
-                log.exception("job %s could not be handed back; the reaper will re-queue it", job_id)
-                return "abandoned"
-        return "released"
-    with sessions() as session:
-        finish_job(session, job_id, me, JobStatus.cancelled)
-    shutil.rmtree(settings.runs_dir / job_id, ignore_errors=True)
-    return JobStatus.cancelled.value
+                shutil.rmtree(final, ignore_errors=True)
+                raise
+        return RunOutcome.succeeded
+
+    def stopped(self, reason: StopReason) -> RunOutcome:
+        """The run stopped before its end: lost (write nothing), shutdown (hand back), or cancel."""
+        if reason == StopReason.lost:
+            log.warning(
+                "job %s: the lease of %s no longer holds; stopped", self.lease.job_id, self.lease.worker
+            )
+            return RunOutcome.lost
+        with self._session() as session:
+            if reason == StopReason.shutdown:
+                try:
+                    return (
+                        RunOutcome.released
+                        if release(session, self.lease, enqueue_run_job)
+                        else RunOutcome.lost
+                    )
+                except Exception:  # still ours and running: the reaper queues it once the lease runs out
+                    log.exception("job %s could not be handed back; the reaper will", self.lease.job_id)
+                    return RunOutcome.abandoned
+            status = finish(session, self.lease, JobStatus.cancelled)
+            session.commit()
+        return RunOutcome.cancelled if status else RunOutcome.lost
+
+    def fail(self, exc: Exception) -> RunOutcome:
+        """The run raised: the job fails with the error's type and message (the traceback is logged)."""
+        log.error("job %s failed:\n%s", self.lease.job_id, traceback.format_exc())
+        error = f"{type(exc).__name__}: {exc}"
+        del exc
+        _free_memory()
+        self.keeper.stop()
+        with self._session() as session:
+            status = finish(session, self.lease, JobStatus.failed, error=error)
+            session.commit()
+        return RunOutcome.failed if status else RunOutcome.lost
+
+    def discard_temporary_checkpoint(self) -> None:
+        shutil.rmtree(self.temporary_checkpoint_dir, ignore_errors=True)
 
 
 def _free_memory() -> None:

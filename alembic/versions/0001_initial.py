@@ -4,7 +4,7 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-11-29
 
-Mirrors service/models.py; tests/service/test_migrations.py checks that nothing differs.
+Mirrors core/models.py; tests/service/test_migrations.py checks that nothing differs.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-29
 
-Mirrors service/models.py; tests/service/test_migrations.py checks that nothing differs.
+Mirrors core/models.py; tests/service/test_migrations.py checks that nothing differs.
 experiments.pretrain_job_id -> jobs and jobs.experiment_id -> experiments form a cycle, so the second
 key is added after both tables exist (SQLite: by copying jobs, which batch mode does for us).
 """

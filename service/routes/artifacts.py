@@ -8,16 +8,17 @@ from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
-from service.artifacts import artifact_file
+from core.artifacts import artifact_file
+from core.models import Artifact, Experiment, Job
 from service.deps import SessionDep, SettingsDep
-from service.experiments.schemas import ArtifactList, ArtifactPublic
-from service.models import Artifact, Experiment, Job
+from service.errors import Responses, get_or_404
+from service.experiment_schemas import ArtifactList, ArtifactPublic
 from service.schemas import ErrorPublic
 
 router = APIRouter(tags=["artifacts"])
 
-NOT_FOUND = {404: {"model": ErrorPublic, "description": "No such job, experiment or artifact."}}
-PNG_RESPONSE = {200: {"content": {"image/png": {}}, "description": "The file."}}
+NOT_FOUND: Responses = {404: {"model": ErrorPublic, "description": "No such job, experiment or artifact."}}
+PNG_RESPONSE: Responses = {200: {"content": {"image/png": {}}, "description": "The file."}}
 
 
 def _list(session: SessionDep, owner, base: str) -> ArtifactList:
@@ -56,17 +57,11 @@ def _file(session: SessionDep, settings: SettingsDep, owner, name: str, what: st
 
 
 def _job(session: SessionDep, job_id: str) -> Job:
-    job = session.get(Job, job_id)
-    if job is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id!r} not found")
-    return job
+    return get_or_404(session, Job, job_id, "job")
 
 
 def _experiment(session: SessionDep, experiment_id: str) -> Experiment:
-    experiment = session.get(Experiment, experiment_id)
-    if experiment is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"experiment {experiment_id!r} not found")
-    return experiment
+    return get_or_404(session, Experiment, experiment_id, "experiment")
 
 
 @router.get("/jobs/{job_id}/artifacts", response_model=ArtifactList, responses=NOT_FOUND)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Query
 from sqlalchemy import func, select
 
+from core.models import Checkpoint
 from service.deps import SessionDep
-from service.models import Checkpoint
+from service.errors import get_or_404
 from service.schemas import CheckpointList, CheckpointPublic, ErrorPublic
 
 router = APIRouter(prefix="/checkpoints", tags=["checkpoints"])
@@ -38,7 +39,5 @@ def list_checkpoints(
 )
 def get_checkpoint(session: SessionDep, checkpoint_id: str) -> CheckpointPublic:
     """One checkpoint: job, architecture, data set, strategy, classes, input spec, sha256, size."""
-    row = session.get(Checkpoint, checkpoint_id)
-    if row is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"checkpoint {checkpoint_id!r} not found")
+    row = get_or_404(session, Checkpoint, checkpoint_id, "checkpoint")
     return CheckpointPublic.model_validate(row)

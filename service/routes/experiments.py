@@ -9,25 +9,28 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, PlainTextResponse
 from sqlalchemy import func, select
 
+from core.experiments import orchestrate
+from core.experiments.compare import build_comparison
+from core.experiments.plan import PlanError
+from core.experiments.presets import PRESETS
+from core.experiments.report import build_report, to_html, to_markdown
+from core.experiments.schemas import ExperimentCreate
+from core.models import EXPERIMENT_TERMINAL, TERMINAL_STATUSES, Experiment, Job, JobRole, JobStatus
+from engine.strategies import variant_name
 from service.deps import EnqueueDep, SessionDep, SettingsDep
-from service.experiments import orchestrate
-from service.experiments.compare import build_comparison
-from service.experiments.plan import PlanError, variant_name
-from service.experiments.presets import PRESETS
-from service.experiments.schemas import (
-    ExperimentCreate,
+from service.errors import Responses, get_or_404
+from service.experiment_schemas import (
     ExperimentJobPublic,
     ExperimentLinks,
     ExperimentList,
     ExperimentPublic,
     ExperimentSummary,
 )
-from service.models import EXPERIMENT_TERMINAL, Experiment, Job, JobRole, JobStatus
 from service.schemas import ErrorPublic
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
 
-NOT_FOUND = {404: {"model": ErrorPublic, "description": "No experiment with that id."}}
+NOT_FOUND: Responses = {404: {"model": ErrorPublic, "description": "No experiment with that id."}}
 
 CREATE_EXAMPLES: dict[str, Any] = {
     "seed": {
@@ -49,10 +52,7 @@ CREATE_EXAMPLES: dict[str, Any] = {
 
 
 def _get(session: SessionDep, experiment_id: str) -> Experiment:
-    experiment = session.get(Experiment, experiment_id)
-    if experiment is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"experiment {experiment_id!r} not found")
-    return experiment
+    return get_or_404(session, Experiment, experiment_id, "experiment")
 
 
 def _jobs(session: SessionDep, experiment: Experiment) -> list[Job]:
@@ -175,16 +175,12 @@ def list_experiments(
 
 
 @router.get("/{experiment_id}", response_model=ExperimentPublic, responses=NOT_FOUND)
-def get_experiment(session: SessionDep, experiment_id: str, enqueue: EnqueueDep) -> ExperimentPublic:
+def get_experiment(session: SessionDep, experiment_id: str) -> ExperimentPublic:
     """Status, jobs with their progress, and once every job has ended the comparison table.
 
-    Reading also takes any step a lost worker hook left undone (fan out after the pre-train,
-    finish when every job has ended): the experiment converges even if a worker died."""
-    experiment = _get(session, experiment_id)
-    if experiment.status not in EXPERIMENT_TERMINAL:
-        orchestrate.advance(session, experiment_id, enqueue=enqueue)
-        session.refresh(experiment)
-    return _public(session, experiment)
+    Reading changes nothing: experiments move on in the worker as their jobs end, and in the reaper
+    (every stale window / 2) when a worker died before it could say so."""
+    return _public(session, _get(session, experiment_id))
 
 
 @router.post(
@@ -227,12 +223,10 @@ def get_report(
 ) -> Response:
     """The report (seed sections 6-10), every number from the stored results. Available once the
     experiment has ended (succeeded, failed or cancelled; the last two say the report is partial)."""
-    from service.experiments.report import build_report, to_html, to_markdown
-
     experiment = _get(session, experiment_id)
     if experiment.status not in EXPERIMENT_TERMINAL:
         jobs = _jobs(session, experiment)
-        ended = sum(j.status in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled) for j in jobs)
+        ended = sum(j.status in TERMINAL_STATUSES for j in jobs)
         raise HTTPException(
             status.HTTP_409_CONFLICT,
             detail=f"experiment {experiment_id!r} is {experiment.status} ({ended} of {len(jobs)} jobs "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, status
 from sqlalchemy import text
 
-from service.db import get_engine
+from core.db import get_engine
 from service.deps import BrokerCheckDep
 from service.schemas import ErrorPublic, HealthPublic, ReadinessPublic
 

@@ -6,12 +6,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Query, Response, status
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
+from core.jobs import CancelOutcome, cancel, create_and_send
+from core.models import Cost, EpochMetric, Evaluation, Job, JobStatus
 from engine.spec import PretrainSpec
 from service.deps import EnqueueDep, SessionDep
-from service.models import Cost, EpochMetric, Evaluation, Job, JobStatus, utcnow
+from service.errors import Responses, get_or_404, not_found
 from service.schemas import (
     ErrorPublic,
     FinetuneJobCreate,
@@ -23,7 +25,7 @@ from service.schemas import (
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
-NOT_FOUND = {404: {"model": ErrorPublic, "description": "No job with that id."}}
+NOT_FOUND: Responses = {404: {"model": ErrorPublic, "description": "No job with that id."}}
 
 CREATE_EXAMPLES: dict[str, Any] = {
     "pretrain": {
@@ -60,10 +62,7 @@ CREATE_EXAMPLES: dict[str, Any] = {
 
 
 def _get_job(session: SessionDep, job_id: str) -> Job:
-    job = session.get(Job, job_id)
-    if job is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id!r} not found")
-    return job
+    return get_or_404(session, Job, job_id, "job")
 
 
 def _check_source(session: SessionDep, job_in: FinetuneJobCreate) -> Job:
@@ -127,43 +126,31 @@ def create_job(
     """Queue a pretrain or finetune run. Returns at once with the queued job; follow its `links`."""
     if isinstance(job_in, FinetuneJobCreate):
         source = _check_source(session, job_in)
-        spec = job_in.to_spec()
+        finetune = job_in.to_spec()
         job = Job(
             kind="finetune",
-            dataset=spec.dataset.value,
+            dataset=finetune.dataset.value,
             architecture=source.architecture,
-            strategy=spec.strategy.value,
+            strategy=finetune.strategy.value,
             source_job_id=source.id,
+            spec=finetune.model_dump(mode="json"),
         )
     else:
-        spec = PretrainSpec.model_validate(job_in.model_dump())
+        pretrain = PretrainSpec.model_validate(job_in.model_dump())
         job = Job(
             kind="pretrain",
-            dataset=spec.dataset.value,
-            architecture=spec.model.value,
+            dataset=pretrain.dataset.value,
+            architecture=pretrain.model.value,
             strategy=None,
+            spec=pretrain.model_dump(mode="json"),
         )
-    job.status = JobStatus.queued
-    job.spec = spec.model_dump(mode="json")
-    session.add(job)
-    session.commit()
-
-    try:
-        enqueue(job.id)
-    except Exception as exc:
-        # Never leave a job queued that no worker will ever receive.
-        reason = f"could not be queued: {type(exc).__name__}: {exc}"
-        session.execute(
-            update(Job)
-            .where(Job.id == job.id, Job.status == JobStatus.queued)
-            .values(status=JobStatus.failed, error=reason, finished_at=utcnow())
-        )
-        session.commit()
+    if create_and_send(session, [job], enqueue):  # never leave a job queued that no worker will receive
+        session.refresh(job)
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
-            detail=f"job {job.id} {reason}; it was marked failed. Check the broker "
+            detail=f"job {job.id} {job.error}; it was marked failed. Check the broker "
             "(GET /readyz) and post the job again.",
-        ) from exc
+        )
 
     response.headers["Location"] = f"/jobs/{job.id}"
     session.refresh(job)
@@ -211,7 +198,8 @@ def get_job(session: SessionDep, job_id: str) -> JobPublic:
         200: {"description": "The job was queued and is now cancelled."},
         202: {
             "model": JobPublic,
-            "description": "The job is running; it stops within one epoch's batches.",
+            "description": "The job is running; it stops at its next check (within about a second) "
+            "and ends cancelled: a cancel accepted here wins over a finish not yet written.",
         },
         **NOT_FOUND,
         409: {"model": ErrorPublic, "description": "The job has already finished."},
@@ -219,24 +207,14 @@ def get_job(session: SessionDep, job_id: str) -> JobPublic:
 )
 def cancel_job(session: SessionDep, job_id: str, response: Response) -> JobPublic:
     """Cancel a job: a queued one at once (200), a running one at its next batch (202)."""
+    outcome = cancel(session, job_id)
+    if outcome == CancelOutcome.missing:
+        raise not_found("job", job_id)
     job = _get_job(session, job_id)
-    # Conditional updates: the worker may claim or finish the job between our read and write.
-    cancelled = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.queued)
-        .values(status=JobStatus.cancelled, cancel_requested=True, finished_at=utcnow())
-    )
-    if cancelled.rowcount:
-        session.commit()
-        session.refresh(job)
+    if outcome == CancelOutcome.cancelled:
         response.status_code = status.HTTP_200_OK
         return JobPublic.from_row(job)
-    requested = session.execute(
-        update(Job).where(Job.id == job_id, Job.status == JobStatus.running).values(cancel_requested=True)
-    )
-    session.commit()
-    session.refresh(job)
-    if requested.rowcount:
+    if outcome == CancelOutcome.requested:
         response.status_code = status.HTTP_202_ACCEPTED
         return JobPublic.from_row(job)
     raise HTTPException(

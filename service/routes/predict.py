@@ -13,10 +13,11 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, HTTPException, Response, UploadFile, status
 from fastapi.exceptions import RequestValidationError
 
+from core.models import Checkpoint, Job
 from engine.errors import CheckpointError
 from service.deps import PredictorCacheDep, SessionDep, SettingsDep
+from service.errors import get_or_404
 from service.lru import LRU
-from service.models import Checkpoint, Job
 from service.schemas import ErrorPublic, PredictionPublic, PredictionResponse, TopPrediction
 from service.server_timing import ServerTiming
 from service.uploads import ALLOWED_TYPES, check_uploads, decode, pixel_batches
@@ -42,13 +43,9 @@ def _exactly_one_error(checkpoint: str | None, job: str | None) -> RequestValida
 
 def _find_checkpoint(session: SessionDep, checkpoint_id: str | None, job_id: str | None) -> Checkpoint:
     if checkpoint_id:
-        row = session.get(Checkpoint, checkpoint_id)
-        if row is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"checkpoint: {checkpoint_id!r} not found")
-        return row
-    job = session.get(Job, job_id)
-    if job is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job: {job_id!r} not found")
+        return get_or_404(session, Checkpoint, checkpoint_id, "checkpoint:")
+    assert job_id is not None  # checked by the caller: exactly one of checkpoint and job
+    job = get_or_404(session, Job, job_id, "job:")
     if job.checkpoint is None:
         raise HTTPException(
             status.HTTP_409_CONFLICT,

@@ -301,6 +301,22 @@ def test_unknown_dataset_or_split_is_a_spec_error(tiny_data_root):
         load_split("mnist", "unlabeled", tiny_data_root)
 
 
+def test_loading_every_data_set_never_unpickles(tmp_path, monkeypatch):
+    import pickle
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a data file was unpickled")
+
+    for name in ("load", "loads", "Unpickler"):
+        monkeypatch.setattr(pickle, name, refuse)
+    make_tiny_data_root(tmp_path, n_train=10, n_test=10)
+    for name in DATASETS:
+        for split in ("train", "test"):
+            assert len(load_split(name, split, tmp_path).labels) == 10
+    clear_memory_cache()  # the second time through the cache files
+    assert all(len(load_split(name, "test", tmp_path).labels) == 10 for name in DATASETS)
+
+
 # --- caching --------------------------------------------------------------------------------------
 
 

@@ -34,6 +34,19 @@ class Recorder(Hooks):
         return self.stop_after is not None and len(self.progress) >= self.stop_after
 
 
+class StopAtPoll(Recorder):
+    """Stops at the nth poll of should_stop (never when n is None), noting for every poll whether
+    autograd was on: off inside inference (feature caching, validation, test), on elsewhere."""
+
+    def __init__(self, n: int | None = None):
+        super().__init__()
+        self.stop_at, self.grad_enabled_at_polls = n, []
+
+    def should_stop(self):
+        self.grad_enabled_at_polls.append(torch.is_grad_enabled())
+        return self.stop_at is not None and len(self.grad_enabled_at_polls) >= self.stop_at
+
+
 def pretrain(root: Path, tmp: Path, name: str = "src", **hyper) -> object:
     spec = PretrainSpec(
         dataset="stl10",

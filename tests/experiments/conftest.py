@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from service.experiments.orchestrate import on_job_finished
-from service.models import Cost, EpochMetric, Evaluation, Job, JobStatus, utcnow
+from core.experiments.orchestrate import on_job_finished
+from core.models import Cost, EpochMetric, Evaluation, Job, JobStatus, utcnow
 from tests.service import conftest as _service
 
 # The service's fixtures, shared by name (a fresh migrated database and app per test).
@@ -26,14 +26,6 @@ enqueued, env, settings, session = _service.enqueued, _service.env, _service.set
 make_job, make_checkpoint_row = _service.make_job, _service.make_checkpoint_row
 
 CLASSES = [str(d) for d in range(10)]
-
-
-@pytest.fixture(autouse=True)
-def _hook_enqueue(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The worker's hook enqueues through the broker; here it records into `enqueued`, as the API does."""
-    if "enqueued" in request.fixturenames:
-        sent = request.getfixturevalue("enqueued")
-        monkeypatch.setattr("service.experiments.orchestrate._default_enqueue", lambda: sent.append)
 
 
 @pytest.fixture
@@ -118,7 +110,7 @@ def store_results(
 
 
 @pytest.fixture
-def finish_jobs(session: Session) -> Callable[..., None]:
+def finish_jobs(session: Session, enqueued: list[str]) -> Callable[..., None]:
     """Play the worker for every queued job of an experiment: `score(job) -> (val, test)` or None to
     fail it; then call the hook, as the worker does after each job."""
 
@@ -144,7 +136,7 @@ def finish_jobs(session: Session) -> Callable[..., None]:
                     session, job, val=result[0], test=result[1], trainable=trainable,
                     train_seconds=trainable / 10_000 + 1,
                 )  # fmt: skip
-            on_job_finished(session, job.id)
+            on_job_finished(session, job.id, enqueued.append)
 
     return finish
 

@@ -9,11 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
+from core.artifacts import JOB_ARTIFACTS, save_artifact
+from core.models import Artifact, EpochMetric, Evaluation, JobStatus
+from core.settings import get_settings
 from engine.evaluate import evaluate_predictions
 from engine.results import EpochMetrics as EngineEpoch
-from service.artifacts import JOB_ARTIFACTS, save_artifact, write_job_artifacts
-from service.models import Artifact, EpochMetric, Evaluation, JobStatus
 from tests.experiments.conftest import create, store_results
+from worker.plots import write_job_plots
 
 
 def assert_png(data: bytes) -> Image.Image:
@@ -48,7 +50,7 @@ def mnist_job(env, settings, tiny_data_root, make_job, session):
 def test_a_job_gets_four_png_plots(client, mnist_job, session):
     job, evaluation = mnist_job
 
-    rows = write_job_artifacts(session, job.id, evaluation)
+    rows = write_job_plots(session, job.id, get_settings(), evaluation)
     session.commit()
 
     assert sorted(r.name for r in rows) == sorted(JOB_ARTIFACTS)
@@ -65,7 +67,7 @@ def test_a_job_gets_four_png_plots(client, mnist_job, session):
 
 def test_the_example_grids_show_test_images_as_the_model_saw_them(client, mnist_job, session):
     job, evaluation = mnist_job
-    write_job_artifacts(session, job.id, evaluation)
+    write_job_plots(session, job.id, get_settings(), evaluation)
     session.commit()
 
     wrong = Image.open(io.BytesIO(client.get(f"/jobs/{job.id}/artifacts/misclassified.png").content))
@@ -88,7 +90,7 @@ def test_the_worker_can_write_them_from_the_run_result_before_the_results_are_st
         EngineEpoch(1, "val", 2.1, 0.3, 0.001, 0.1, 100.0),
     ]
 
-    rows = write_job_artifacts(session, job.id, evaluation, epochs)
+    rows = write_job_plots(session, job.id, get_settings(), evaluation, epochs)
 
     assert sorted(r.name for r in rows) == sorted(JOB_ARTIFACTS)
 
@@ -96,16 +98,16 @@ def test_the_worker_can_write_them_from_the_run_result_before_the_results_are_st
 def test_without_the_engines_evaluation_only_the_stored_plots_are_made(mnist_job, session):
     job, _ = mnist_job
 
-    rows = write_job_artifacts(session, job.id)
+    rows = write_job_plots(session, job.id, get_settings())
 
     assert sorted(r.name for r in rows) == ["confusion_matrix.png", "curves.png"]
 
 
 def test_writing_again_replaces_the_files_and_rows(mnist_job, session, count_rows):
     job, evaluation = mnist_job
-    write_job_artifacts(session, job.id, evaluation)
+    write_job_plots(session, job.id, get_settings(), evaluation)
     session.commit()
-    write_job_artifacts(session, job.id, evaluation)
+    write_job_plots(session, job.id, get_settings(), evaluation)
     session.commit()
 
     assert count_rows(Artifact) == 4
@@ -114,7 +116,7 @@ def test_writing_again_replaces_the_files_and_rows(mnist_job, session, count_row
 def test_a_job_without_results_has_no_artifacts(client, make_job, session):
     job = make_job()
 
-    assert write_job_artifacts(session, job.id) == []
+    assert write_job_plots(session, job.id, get_settings()) == []
     assert client.get(f"/jobs/{job.id}/artifacts").json() == {"data": [], "count": 0}
 
 

@@ -5,12 +5,23 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 
 import pytest
 
-from service import experiment_cli
-from service.experiments.plan import check_request, count_jobs
-from service.experiments.schemas import ExperimentCreate
+from cli import experiment_client as experiment_cli
+from core.experiments.plan import check_request, count_jobs
+from core.experiments.schemas import ExperimentCreate
+
+ROW = {
+    "job_id": "0123456789abcdef", "role": "finetune", "control": False, "status": "succeeded",
+    "strategy": "partial", "variant": "partial-2", "frozen_blocks": 2, "optimizer": "adam", "lr": 0.001,
+    "batch_size": 64, "epochs": 2, "val_accuracy": 0.9312, "test_accuracy": 0.9255, "macro_f1": 0.92,
+    "train_seconds": 31.04, "trainable_parameters": 300_000, "total_parameters": 400_000,
+    "parameter_updates": 15_000_000, "peak_memory_bytes": 300 * 2**20, "memory_device": "cpu",
+    "transfer_gain": 0.031, "control_job_id": "fedcba9876543210", "chosen": True,
+}  # fmt: skip
 
 
 def run(*argv: str) -> tuple[int, str]:
@@ -56,3 +67,41 @@ def test_the_url_defaults_to_transferlab_url(monkeypatch):
     assert experiment_cli.build_parser().parse_args([]).url == "http://example:1234"
     monkeypatch.delenv("TRANSFERLAB_URL")
     assert experiment_cli.build_parser().parse_args([]).url == "http://127.0.0.1:8000"
+
+
+def test_the_comparison_table_puts_the_units_in_its_headers():
+    header, row = experiment_cli.comparison_table({"rows": [ROW]}).splitlines()
+
+    assert header.split("  ")[0] == "variant" and "train s" in header and "peak MiB" in header
+    assert "gain pts" in header and "val acc" not in header
+    assert row.split() == [
+        "partial-2", "finetune", "adam", "0.001", "64", "succeeded", "93.12%", "92.55%", "0.9200", "31.0",
+        "300,000", "15,000,000", "300", "+3.10", "*",
+    ]  # fmt: skip
+
+
+def test_a_failed_run_shows_dashes_and_no_gain():
+    measured = ["val_accuracy", "test_accuracy", "macro_f1", "train_seconds", "trainable_parameters",
+                "parameter_updates", "peak_memory_bytes"]  # fmt: skip
+    failed = {**ROW, "status": "failed", "chosen": False, "transfer_gain": None, **dict.fromkeys(measured)}
+
+    line = experiment_cli.comparison_table({"rows": [ROW, failed]}).splitlines()[2]
+
+    assert line.split() == ["partial-2", "finetune", "adam", "0.001", "64", "failed"] + ["-"] * 7
+
+
+def test_the_best_sentence_names_the_gain_in_points():
+    best = {"variant": "full", "measure": "validation accuracy (last epoch)", "selection_value": 0.97,
+            "test_accuracy": 0.96, "transfer_gain": -0.01}  # fmt: skip
+
+    assert experiment_cli.best_sentence({"best": best}) == (
+        "Best strategy by validation accuracy (last epoch): full (97.00%); test accuracy 96.00%, "
+        "-1.00 points over its control."
+    )
+
+
+def test_the_client_imports_neither_torch_nor_the_database():
+    code = "import sys, cli.experiment_client; print('torch' in sys.modules, 'sqlalchemy' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+
+    assert result.stdout.split() == ["False", "False"]

@@ -8,8 +8,9 @@ import re
 
 import pytest
 
-from service.experiments.compare import TRAIN_MEASURE, VAL_MEASURE
-from service.models import Cost, EpochMetric, Evaluation, Job
+from core.experiments.compare import TRAIN_MEASURE, VAL_MEASURE
+from core.experiments.table import REPORT_STYLE, comparison_cells
+from core.models import Cost, EpochMetric, Evaluation, Job
 from tests.experiments.conftest import create
 
 # (strategy, lr, control) -> (val accuracy, test accuracy). For linear the best val (lr 0.01) is not
@@ -191,6 +192,17 @@ def test_the_report_states_the_best_strategy_the_gains_and_the_pretrain_share(cl
     )
     assert "Learning rate: best 0.01 by mean validation accuracy" in text
     assert "Trained on cpu in fp32 at 32x32 pixels (the seed asks for 96x96)." in text
+
+
+def test_the_report_lists_every_run_with_the_cells_the_api_rows_give(client, finished):
+    text = report(client, finished["id"]).text
+    header, cells = comparison_cells(finished["comparison"]["rows"], REPORT_STYLE)
+
+    assert "| " + " | ".join(header) + " |" in text
+    for line in cells:
+        assert "| " + " | ".join(line) + " |" in text
+    linear = rows_by(finished["comparison"], "linear", 0.01)
+    assert f"| {100 * linear['transfer_gain']:+.2f} points | yes |" in text
 
 
 def test_the_html_report_embeds_the_plots(client, finished):

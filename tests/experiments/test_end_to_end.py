@@ -24,8 +24,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from service import experiment_cli
-from service.artifacts import EXPERIMENT_ARTIFACTS, JOB_ARTIFACTS
+from cli import experiment_client as experiment_cli
+from core.artifacts import EXPERIMENT_ARTIFACTS, JOB_ARTIFACTS
 
 ROOT = Path(__file__).resolve().parents[2]
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -68,10 +68,10 @@ class Service:
 
     def start(self, workers: int) -> None:
         port = self.url.rsplit(":", 1)[1]
-        serve = self.spawn("serve", "-m", "service.cli", "serve", "--port", port, "--workers", "0")
+        serve = self.spawn("serve", "-m", "cli.main", "serve", "--port", port, "--workers", "0")
         self._wait(lambda: self._ready(serve), "serve")
         for i in range(workers):
-            worker = self.spawn(f"worker{i}", "-m", "service.cli", "worker")
+            worker = self.spawn(f"worker{i}", "-m", "cli.main", "worker")
             log = self.processes[-1][1]
             self._wait(lambda w=worker, log=log: self._alive(w) and b" ready." in log.read_bytes(), "worker")
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from service.experiments.plan import PlanError, check_request, count_jobs, plan_finetunes
-from service.experiments.schemas import MAX_EXPERIMENT_JOBS, ExperimentCreate
+from core.experiments.plan import PlanError, check_request, count_jobs, plan_finetunes
+from core.experiments.schemas import MAX_EXPERIMENT_JOBS, ExperimentCreate
 
 PRETRAIN = {"dataset": "stl10", "model": "simple_cnn"}
 

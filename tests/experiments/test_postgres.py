@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from service import deps, migrate
-from service.db import get_sessionmaker
-from service.experiments.orchestrate import on_job_finished
+from core import migrate
+from core.db import get_sessionmaker
+from core.experiments.orchestrate import on_job_finished
+from core.models import Checkpoint, Job, JobStatus
+from service import deps
 from service.main import create_app
-from service.models import Checkpoint, Job, JobStatus
 from tests.experiments.conftest import body, store_results
 from tests.service.test_migrations import postgres_url  # noqa: F401 - a fixture, used by name
 
@@ -25,7 +26,6 @@ def test_an_experiment_runs_its_course_on_postgresql(env, postgres_url, monkeypa
     env(DATABASE_URL=postgres_url)
     migrate.upgrade()
     sent: list[str] = []
-    monkeypatch.setattr("service.experiments.orchestrate._default_enqueue", lambda: sent.append)
     app = create_app()
     app.dependency_overrides[deps.get_enqueue] = lambda: sent.append
 
@@ -39,13 +39,13 @@ def test_an_experiment_runs_its_course_on_postgresql(env, postgres_url, monkeypa
         session.add(Checkpoint(job_id=pretrain_id, architecture="simple_cnn", dataset="stl10", class_names=[],
                                input_spec={}, path="x", sha256="0" * 64, size_bytes=1))  # fmt: skip
         session.commit()
-        on_job_finished(session, pretrain_id)
+        on_job_finished(session, pretrain_id, sent.append)
         jobs = session.query(Job).filter(Job.experiment_id == experiment_id, Job.role != "pretrain").all()
         assert len(jobs) == 4 and sent == [pretrain_id] + [j.id for j in jobs]
 
         for job in jobs:
             store_results(session, job, val=0.9 if job.role == "finetune" else 0.5, test=0.8)
-            on_job_finished(session, job.id)
+            on_job_finished(session, job.id, sent.append)
 
         shown = client.get(f"/experiments/{experiment_id}").json()
         assert shown["status"] == "succeeded" and len(shown["comparison"]["rows"]) == 4

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from service.experiments.orchestrate import on_job_finished
-from service.models import Experiment, Job, JobStatus
+from core.experiments.orchestrate import on_job_finished
+from core.models import Experiment, Job, JobStatus
+from core.recovery import recover
 from tests.experiments.conftest import body, create
 
 PRETRAIN = {
@@ -48,14 +49,16 @@ def test_fine_tunes_are_created_and_enqueued_when_the_pretrain_succeeds(
 ):
     experiment = create(client, pretrain=PRETRAIN)
     pretrain = session.get(Job, experiment["pretrain_job"])
-    on_job_finished(session, pretrain.id)  # still queued: nothing happens
+    on_job_finished(session, pretrain.id, enqueued.append)  # still queued: nothing happens
     assert client.get(f"/experiments/{experiment['id']}").json()["status"] == "pretraining"
 
     pretrain.status = JobStatus.succeeded
     session.commit()
     make_checkpoint_row(pretrain)
-    on_job_finished(session, pretrain.id)
-    on_job_finished(session, pretrain.id)  # a second call (or a second worker) creates nothing more
+    on_job_finished(session, pretrain.id, enqueued.append)
+    on_job_finished(
+        session, pretrain.id, enqueued.append
+    )  # a second call (or a second worker) creates nothing more
 
     shown = client.get(f"/experiments/{experiment['id']}").json()
     assert shown["status"] == "running"
@@ -65,7 +68,7 @@ def test_fine_tunes_are_created_and_enqueued_when_the_pretrain_succeeds(
     assert all(session.get(Job, j["id"]).source_job_id == pretrain.id for j in finetunes)
 
 
-def test_reading_the_experiment_fans_out_when_the_hook_never_ran(
+def test_reading_an_experiment_changes_nothing_even_when_it_could_move_on(
     client, enqueued, session, make_checkpoint_row
 ):
     experiment = create(client, pretrain=PRETRAIN)
@@ -76,6 +79,21 @@ def test_reading_the_experiment_fans_out_when_the_hook_never_ran(
 
     shown = client.get(f"/experiments/{experiment['id']}").json()
 
+    assert shown["status"] == "pretraining" and len(shown["jobs"]) == 1 and enqueued == [pretrain.id]
+
+
+def test_the_reaper_fans_out_an_experiment_whose_hook_never_ran(
+    client, enqueued, session, settings, make_checkpoint_row
+):
+    experiment = create(client, pretrain=PRETRAIN)
+    pretrain = session.get(Job, experiment["pretrain_job"])
+    pretrain.status = JobStatus.succeeded
+    session.commit()
+    make_checkpoint_row(pretrain)
+
+    recover(session, settings, enqueued.append)
+
+    shown = client.get(f"/experiments/{experiment['id']}").json()
     assert shown["status"] == "running" and len(shown["jobs"]) == 7 and len(enqueued) == 7
 
 
@@ -87,7 +105,7 @@ def test_a_pretrain_that_does_not_succeed_ends_the_experiment(client, enqueued, 
     pretrain.error = "MissingDataError: no stl10" if outcome == "failed" else None
     session.commit()
 
-    on_job_finished(session, pretrain.id)
+    on_job_finished(session, pretrain.id, enqueued.append)
 
     shown = client.get(f"/experiments/{experiment['id']}").json()
     assert shown["status"] == outcome
@@ -248,7 +266,7 @@ def test_cancel_during_pretraining_means_no_fine_tune_is_ever_made(
     pretrain.status = JobStatus.succeeded
     session.commit()
     make_checkpoint_row(pretrain)
-    on_job_finished(session, pretrain.id)
+    on_job_finished(session, pretrain.id, enqueued.append)
 
     shown = client.get(f"/experiments/{experiment['id']}").json()
     assert shown["status"] == "cancelled" and len(shown["jobs"]) == 1 and len(enqueued) == 1

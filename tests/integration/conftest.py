@@ -95,7 +95,7 @@ def png_digit() -> bytes:
 
 def _command() -> list[str]:
     script = Path(sys.executable).with_name("transferlab")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "service.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "cli.main"]
 
 
 class Stack:
@@ -110,14 +110,16 @@ class Stack:
 
     # processes ------------------------------------------------------------------------------
 
-    def _spawn(self, name: str, *args: str) -> subprocess.Popen:
+    def _spawn(self, name: str, *args: str, settings: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start a process with the stack's environment, `settings` (TRANSFERLAB_<NAME>) on top."""
+        env = {**self.env, **{f"TRANSFERLAB_{k.upper()}": v for k, v in (settings or {}).items()}}
         self._count += 1
         log = self.home / f"{self._count:02d}-{name}.log"
         out = open(log, "wb")  # noqa: SIM115 - closed with the process
         process = subprocess.Popen(
             [*_command(), *args],
             cwd=self.home,
-            env=self.env,
+            env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a kill -9 of the test run's group leaves these alone
@@ -126,13 +128,15 @@ class Stack:
         self.processes.append((name, process, log))
         return process
 
-    def start_api(self, workers: int | None = 0, *, wait: bool = True) -> subprocess.Popen:
+    def start_api(
+        self, workers: int | None = 0, *, wait: bool = True, settings: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         """`transferlab serve` on a free port; workers=None leaves the count to the settings."""
         port = _free_port()
         args = ["serve", "--port", str(port)]
         if workers is not None:
             args += ["--workers", str(workers)]
-        process = self._spawn("serve", *args)
+        process = self._spawn("serve", *args, settings=settings)
         if self.client is not None:
             self.client.close()
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
@@ -149,15 +153,20 @@ class Stack:
 
         self._wait_until(process, "serve", ready, timeout)
 
-    def start_workers(self, count: int = 1) -> list[subprocess.Popen]:
+    def start_workers(self, count: int = 1, settings: dict[str, str] | None = None) -> list[subprocess.Popen]:
         """Start `count` worker processes side by side and wait until each is consuming."""
-        started = [self._spawn("worker", "worker", "--loglevel", "INFO") for _ in range(count)]
+        started = [
+            self._spawn("worker", "worker", "--loglevel", "INFO", settings=settings) for _ in range(count)
+        ]
         for process in started:
             self.wait_worker(process)
         return started
 
-    def start_worker(self) -> subprocess.Popen:
-        return self.start_workers(1)[0]
+    def start_worker(self, settings: dict[str, str] | None = None) -> subprocess.Popen:
+        return self.start_workers(1, settings)[0]
+
+    def log_of(self, process: subprocess.Popen) -> str:
+        return next(log for _, p, log in self.processes if p is process).read_text(errors="replace")
 
     def wait_worker(self, process: subprocess.Popen, timeout: float = 120) -> None:
         log = next(log for _, p, log in self.processes if p is process)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.migrate import upgrade
+from core.migrate import upgrade
 from tests.integration.conftest import Stack, finetune_body, png_digit, pretrain_body
 
 STRATEGIES = ["linear", "partial", "full", "lp_ft"]

@@ -1,8 +1,8 @@
 """Dead workers for real: kill -9 a `transferlab worker` mid-job over PostgreSQL and Redis.
 
-The job's heartbeat stops; a reaper (in `serve` and in every worker) re-queues it after 3 s of
-silence, and the next worker resumes it from its last finished epoch. A job whose worker dies every
-time is failed after TRANSFERLAB_MAX_ATTEMPTS (2 here) starts, with the reason.
+The job's lease stops being renewed; a reaper (in `serve` and in every worker) queues it again once
+the lease ran out (3 s), and the next worker resumes it from its last finished epoch. A job whose
+worker dies every time is failed after TRANSFERLAB_MAX_ATTEMPTS (2 here) starts, with the reason.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.migrate import upgrade
+from core.migrate import upgrade
 from tests.integration.conftest import Stack, pretrain_body
 
 EPOCHS = 12
@@ -55,7 +55,8 @@ def test_a_job_that_kills_its_worker_every_time_fails_after_max_attempts(stack, 
         stack.kill(stack.holder(job))  # the other worker (or nobody, the second time) is left
     job = stack.wait(job_id, timeout=60)  # a reaper: 3 s of silence, looked at every 1.5 s
     assert job["status"] == "failed" and job["attempts"] == 2
-    assert "worker lost 2 times" in job["error"] and "TRANSFERLAB_MAX_ATTEMPTS=2" in job["error"]
+    assert "lease of each of its 2 attempt(s) ran out" in job["error"]
+    assert "TRANSFERLAB_MAX_ATTEMPTS=2" in job["error"]
 
 
 def test_a_worker_stopped_with_sigterm_hands_its_job_to_another(stack, fresh_workers):

@@ -15,12 +15,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service import deps, migrate
-from service.config import Settings, get_settings
-from service.db import get_engine, get_sessionmaker, reset_caches
+from core import migrate
+from core.db import get_engine, get_sessionmaker, reset_caches
+from core.models import Checkpoint, Job, JobStatus
+from core.settings import Settings, get_settings
+from service import deps
 from service.inference import get_predictor_cache
 from service.main import create_app
-from service.models import Checkpoint, Job, JobStatus
 
 TOKEN = "s3cret-token"
 

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from core.models import Checkpoint, Job
 from service.body_limit import BodyLimitMiddleware
-from service.models import Checkpoint, Job
 
 LIMIT = 4096
 

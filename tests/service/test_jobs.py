@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from core.models import Job, JobStatus
 from engine.spec import FinetuneSpec, PretrainSpec
 from service import deps
-from service.models import Job, JobStatus
 
 PRETRAIN = {
     "kind": "pretrain",

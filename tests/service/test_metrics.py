@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.models import Cost, EpochMetric, Evaluation
+from core.models import Cost, EpochMetric, Evaluation
 
 EPOCH_KEYS = {"epoch", "phase", "loss", "accuracy", "lr", "seconds", "images_per_second"}
 

@@ -13,12 +13,13 @@ from alembic.migration import MigrationContext
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, inspect, pool
 
-from service import deps, migrate
+from core import migrate
+from core.models import Base
+from service import deps
 from service.main import create_app
-from service.models import Base
 
 TABLES = {"jobs", "epoch_metrics", "evaluations", "costs", "checkpoints", "experiments", "artifacts"}
-HEAD = "0003"
+HEAD = "0004"
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 

@@ -1,4 +1,5 @@
-"""The Celery app: long-job settings, the broker from settings, and the embedded broker's persistence."""
+"""The Celery app and the producer: long-job settings, the broker from settings, and the embedded
+broker's persistence."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from worker.celery_app import (
+from core.queue import (
     QUEUE,
     TASK_NAME,
     VISIBILITY_TIMEOUT_SECONDS,
-    current_app,
+    current_producer,
     make_celery_app,
     transport_options,
 )
@@ -37,19 +38,26 @@ def test_the_embedded_broker_gets_no_option_that_create_engine_would_refuse():
 
 
 def test_the_default_broker_is_the_embedded_sqlite_one_under_home(settings):
-    conf = current_app().conf
+    conf = current_producer().conf
     assert conf.broker_url == f"sqlite:///{settings.home.resolve() / 'broker.sqlite'}"
-    assert conf.broker_transport == "worker.embedded_broker:Transport"
+    assert conf.broker_transport == "core.embedded_broker:Transport"
 
 
 def test_the_embedded_broker_polls_ten_times_a_second(settings):
-    with current_app().connection_for_write() as connection:
+    with current_producer().connection_for_write() as connection:
         assert connection.transport.polling_interval == 0.1
 
 
-def test_importing_the_app_loads_no_torch():
-    code = "import sys, worker.celery_app; assert 'torch' not in sys.modules, 'torch imported'"
+def test_the_producer_and_the_worker_app_load_no_torch():
+    code = "import sys, core.queue, worker.celery_app; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_the_worker_app_consumes_the_task_the_producer_sends_by_name():
+    from worker.celery_app import celery_app
+
+    assert "worker.tasks" in celery_app.conf.include
+    assert celery_app.conf.task_default_queue == QUEUE
 
 
 def _python(code: str, home: Path) -> str:
@@ -64,10 +72,10 @@ def _python(code: str, home: Path) -> str:
 
 def test_a_message_sent_to_the_embedded_broker_survives_the_sending_process(tmp_path):
     # One process enqueues and exits (the service stops); a later one finds the message waiting.
-    _python("from worker.celery_app import enqueue_run_job; enqueue_run_job('job-1')", tmp_path)
+    _python("from core.queue import enqueue_run_job; enqueue_run_job('job-1')", tmp_path)
     out = _python(
-        "from worker.celery_app import current_app, QUEUE\n"
-        "with current_app().connection_for_read() as c:\n"
+        "from core.queue import current_producer, QUEUE\n"
+        "with current_producer().connection_for_read() as c:\n"
         "    q = c.SimpleQueue(QUEUE)\n"
         "    m = q.get(timeout=10)\n"
         "    print(m.headers['task'], m.headers['argsrepr'])\n"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from service.cli import build_parser, stop_workers
+from cli.main import build_parser, stop_workers
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,7 +20,7 @@ def run_cli(*args: str, home: Path, timeout: float = 60) -> subprocess.Completed
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRANSFERLAB_")}
     env["TRANSFERLAB_HOME"] = str(home)
     return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -32,7 +32,7 @@ def run_cli(*args: str, home: Path, timeout: float = 60) -> subprocess.Completed
 def test_help_lists_the_three_commands_without_loading_torch_or_celery():
     code = (
         "import sys\n"
-        "from service.cli import main\n"
+        "from cli.main import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         "heavy = {'torch', 'celery', 'fastapi', 'uvicorn'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.config import Settings
+from core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

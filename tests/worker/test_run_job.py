@@ -1,4 +1,5 @@
-"""run_job in-process, end to end on tiny real-format data: claim, train, persist, clean up."""
+"""run_job in-process, end to end on tiny real-format data: claim, train, persist, clean up; and
+what a worker that lost its lease leaves behind (nothing)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, update
 
+from core import persist
+from core.jobs import Lease
+from core.models import Artifact, Checkpoint, Cost, EpochMetric, Evaluation, Job, utcnow
 from engine.checkpoint import sha256_file
-from service.models import Checkpoint, Cost, EpochMetric, Evaluation, Job, utcnow
-from worker import persist, tasks
+from worker import tasks
+from worker.hooks import JobHooks
 
 QUICK = {"epochs": 2, "batch_size": 32}
 SMALL = {"image_size": 32}
@@ -39,7 +43,7 @@ def finetune_spec(strategy: str = "linear") -> dict:
 
 @pytest.fixture
 def data(settings, tiny_data_root: Path, monkeypatch: pytest.MonkeyPatch):
-    from service import db
+    from core import db
 
     monkeypatch.setenv("TRANSFERLAB_DATA_DIR", str(tiny_data_root))
     db.reset_caches()
@@ -104,29 +108,29 @@ def test_a_crashed_attempt_is_resumed_without_duplicate_epochs(
     data, settings, sessions, make_job, job_reader, monkeypatch
 ):
     job_id = make_job(spec=pretrain_spec(epochs=4))
-    original = tasks.JobHooks.on_epoch
+    original = JobHooks.on_epoch
 
     def die_after_epoch_two(self, metrics):
         original(self, metrics)
         if metrics[0].epoch == 2:
             raise KeyboardInterrupt("simulated kill -9")  # not an Exception: nothing is written
 
-    monkeypatch.setattr(tasks.JobHooks, "on_epoch", die_after_epoch_two)
+    monkeypatch.setattr(JobHooks, "on_epoch", die_after_epoch_two)
     with pytest.raises(KeyboardInterrupt):
         tasks.run_job(job_id)
     assert job_reader(job_id).status == "running"
     assert (settings.runs_dir / job_id / "resume").exists()
 
-    monkeypatch.setattr(tasks.JobHooks, "on_epoch", original)
-    with sessions() as session:  # the dead worker's heartbeat goes stale
+    monkeypatch.setattr(JobHooks, "on_epoch", original)
+    with sessions() as session:  # the dead worker's lease runs out
         session.execute(
-            update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow() - timedelta(hours=1))
+            update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow() - timedelta(seconds=1))
         )
         session.commit()
     starts: list[int] = []
-    original_start = tasks.JobHooks.on_start
+    original_start = JobHooks.on_start
     monkeypatch.setattr(
-        tasks.JobHooks,
+        JobHooks,
         "on_start",
         lambda self, info: (starts.append(info.resumed_from_epoch), original_start(self, info)),
     )
@@ -139,9 +143,8 @@ def test_a_crashed_attempt_is_resumed_without_duplicate_epochs(
 def test_a_cancel_request_stops_the_run_at_the_next_batch(
     data, settings, sessions, make_job, job_reader, monkeypatch
 ):
-    monkeypatch.setattr(tasks, "CANCEL_POLL_SECONDS", 0.0)
     job_id = make_job(spec=pretrain_spec(epochs=50))
-    original = tasks.JobHooks.on_epoch
+    original = JobHooks.on_epoch
 
     def cancel_after_first_epoch(self, metrics):
         original(self, metrics)
@@ -149,10 +152,11 @@ def test_a_cancel_request_stops_the_run_at_the_next_batch(
             session.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))
             session.commit()
 
-    monkeypatch.setattr(tasks.JobHooks, "on_epoch", cancel_after_first_epoch)
+    monkeypatch.setattr(JobHooks, "on_epoch", cancel_after_first_epoch)
     assert tasks.run_job(job_id) == "cancelled"
     job = job_reader(job_id)
-    assert job.status == "cancelled" and job.current_epoch == 1 and job.finished_at is not None
+    # The lease thread notices within one poll (0.2 s here), so a few tiny epochs may pass first.
+    assert job.status == "cancelled" and 1 <= job.current_epoch < 50 and job.finished_at is not None
     assert not (settings.runs_dir / job_id).exists()
     assert rows(sessions, Checkpoint, job_id) == 0
 
@@ -171,7 +175,7 @@ def test_a_worker_shutting_down_hands_its_job_back_to_the_queue(
 def test_an_engine_error_fails_the_job_with_its_message_and_never_raises(
     data, settings, sessions, make_job, job_reader, tmp_path, monkeypatch
 ):
-    from service import db
+    from core import db
 
     monkeypatch.setenv("TRANSFERLAB_DATA_DIR", str(tmp_path / "empty"))
     db.reset_caches()
@@ -246,9 +250,52 @@ def test_a_database_outage_retries_the_message_instead_of_dropping_it(monkeypatc
 
 
 def test_a_worker_that_lost_its_job_writes_no_epochs(sessions, make_job):
+    from types import SimpleNamespace
+
     from engine.results import EpochMetrics
 
-    job_id = make_job("running", worker="other:1", heartbeat_age=0)
-    hooks = tasks.JobHooks(job_id, "me:1", sessions, should_stop=lambda: False)
+    job_id = make_job("running", worker="other:1", attempts=1, heartbeat_age=0)
+    hooks = JobHooks(Lease(job_id, "me:1", 1), sessions, SimpleNamespace(should_stop=lambda: False))
     hooks.on_epoch([EpochMetrics(1, "train", 1.0, 0.5, 1e-3, 1.0, 10.0)])
     assert epoch_keys(sessions, job_id) == []
+
+
+def test_a_displaced_worker_stops_and_writes_nothing_more(
+    data, settings, sessions, make_job, job_reader, monkeypatch
+):
+    job_id = make_job(spec=pretrain_spec(epochs=50))
+    original = JobHooks.on_epoch
+
+    def taken_over_after_epoch_one(self, metrics):
+        original(self, metrics)
+        if metrics[0].epoch == 1:  # what another worker's take_over writes
+            with sessions() as session:
+                session.execute(update(Job).where(Job.id == job_id).values(worker="other:2", attempts=2))
+                session.commit()
+
+    monkeypatch.setattr(JobHooks, "on_epoch", taken_over_after_epoch_one)
+    assert tasks.run_job(job_id) == "lost"
+    job = job_reader(job_id)
+    assert (job.status, job.worker, job.current_epoch) == ("running", "other:2", 1)  # the holder's now
+    assert epoch_keys(sessions, job_id) == [(1, "train"), (1, "val")]
+    assert rows(sessions, Checkpoint, job_id) == 0 and rows(sessions, Artifact, job_id) == 0
+    assert not settings.checkpoints_dir.exists() or list(settings.checkpoints_dir.iterdir()) == []
+
+
+def test_a_cancel_accepted_before_the_final_write_wins_over_success(
+    data, settings, sessions, make_job, job_reader, monkeypatch
+):
+    job_id = make_job(spec=pretrain_spec(epochs=1))
+    render = tasks.render_job_plots_safely
+
+    def cancel_while_drawing(*args, **kwargs):
+        with sessions() as session:  # POST /jobs/{id}/cancel answered 202 just now
+            session.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))
+            session.commit()
+        return render(*args, **kwargs)
+
+    monkeypatch.setattr(tasks, "render_job_plots_safely", cancel_while_drawing)
+    assert tasks.run_job(job_id) == "cancelled"
+    assert job_reader(job_id).status == "cancelled"
+    assert rows(sessions, Checkpoint, job_id) == 0
+    assert list(settings.checkpoints_dir.iterdir()) == []  # the attempt's folder is gone too

@@ -1,0 +1,138 @@
+"""From an experiment request to the job specs it needs, and the checks that name the wrong field.
+
+    variants = strategies, with partial once per frozen_blocks value (default: half the blocks)
+    grid     = lr x batch_size x optimizer from the sweep (an axis left out keeps the base value)
+    jobs     = [pre-train] + variants x grid x (fine-tune, control)
+
+A control is the same FinetuneSpec with random_init=True: same strategy, blocks and hyperparameters,
+but the source architecture's weights re-initialised, so its accuracy is what the pre-training did not
+contribute. Every spec is checked with the engine's own rule (validate_finetune) before anything is
+created, so the API never queues a job the worker would refuse.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+from core.experiments.schemas import MAX_EXPERIMENT_JOBS, ExperimentCreate
+from engine.spec import FinetuneSpec, PretrainSpec
+from engine.strategies import accepts_frozen_blocks, default_frozen_blocks, variant_name
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    role: str  # pretrain | finetune | control
+    spec: PretrainSpec | FinetuneSpec
+    variant: str | None  # linear, partial-2, full, lp_ft; None for the pre-train
+
+
+class PlanError(ValueError):
+    """A request that cannot be planned; `loc` is the field's path in the body."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str, value: Any = None):
+        super().__init__(message)
+        self.loc = loc
+        self.value = value
+
+    def as_error(self) -> dict[str, Any]:
+        """One item of a 422's `detail`, as FastAPI writes them."""
+        return {"type": "value_error", "loc": ("body", *self.loc), "msg": str(self), "input": self.value}
+
+
+def _frozen_values(request: ExperimentCreate, architecture: str) -> list[int | None]:
+    """partial's variants: the frozen_blocks asked for, else the engine's default."""
+    if request.frozen_blocks is not None:
+        return list(request.frozen_blocks)
+    return [default_frozen_blocks(architecture)]  # the engine's default, made explicit
+
+
+def _grid(request: ExperimentCreate) -> list[dict[str, Any]]:
+    base = request.hyperparameters
+    sweep = request.sweep
+    lrs = (sweep and sweep.lr) or [base.lr]
+    batch_sizes = (sweep and sweep.batch_size) or [base.batch_size]
+    optimizers = (sweep and sweep.optimizer) or [base.optimizer]
+    return [
+        {"lr": lr, "batch_size": batch_size, "optimizer": optimizer}
+        for optimizer, lr, batch_size in itertools.product(optimizers, lrs, batch_sizes)
+    ]
+
+
+def count_jobs(request: ExperimentCreate) -> int:
+    """Jobs the request would create, counted without importing the engine."""
+    variants = sum(
+        len(request.frozen_blocks or [None]) if accepts_frozen_blocks(s) else 1 for s in request.strategies
+    )
+    per_variant = len(_grid(request)) * (2 if request.controls else 1)
+    return variants * per_variant + (1 if request.pretrain is not None else 0)
+
+
+def check_request(request: ExperimentCreate) -> None:
+    """Rules between fields; raises PlanError naming the field. Needs no database and no engine."""
+    if (request.pretrain is None) == (request.pretrained_job is None):
+        given = "both were given" if request.pretrain is not None else "neither was given"
+        raise PlanError(
+            ("pretrained_job",),
+            f"give exactly one of 'pretrain' (a pretrain spec to run first) and 'pretrained_job' "
+            f"(the id of a succeeded pretrain job); {given}",
+            request.pretrained_job,
+        )
+    if request.frozen_blocks is not None and not any(accepts_frozen_blocks(s) for s in request.strategies):
+        raise PlanError(
+            ("frozen_blocks",),
+            "frozen_blocks applies to strategy 'partial', which is not in 'strategies'; add it or "
+            "leave frozen_blocks out",
+            request.frozen_blocks,
+        )
+    total = count_jobs(request)
+    if total > MAX_EXPERIMENT_JOBS:
+        grid = len(_grid(request))
+        raise PlanError(
+            ("sweep",),
+            f"this experiment needs {total} jobs ({total - (request.pretrain is not None)} fine-tunes"
+            f"{' and controls' if request.controls else ''} from a {grid}-point grid"
+            f"{', plus the pre-train' if request.pretrain is not None else ''}); at most "
+            f"{MAX_EXPERIMENT_JOBS} are allowed. Shorten a sweep list, list fewer strategies or "
+            "frozen_blocks, or set controls to false",
+            request.sweep.model_dump(mode="json") if request.sweep else None,
+        )
+
+
+def plan_finetunes(request: ExperimentCreate, architecture: str) -> list[PlannedJob]:
+    """Every fine-tune and control, in a stable order: variant, then grid point, fine-tune first.
+
+    Raises PlanError for what only the architecture can tell (frozen_blocks beyond its blocks, lp_ft
+    with one epoch), with the engine's message.
+    """
+    from engine.errors import SpecError
+    from engine.run import validate_finetune  # imports torch: only when planning
+
+    base = request.hyperparameters.model_dump()
+    jobs: list[PlannedJob] = []
+    for strategy in request.strategies:
+        blocks_list = _frozen_values(request, architecture) if accepts_frozen_blocks(strategy) else [None]
+        for i, blocks in enumerate(blocks_list):
+            for point in _grid(request):
+                spec = FinetuneSpec(
+                    dataset=request.dataset,
+                    strategy=strategy,
+                    frozen_blocks=blocks,
+                    hyperparameters={**base, **point},
+                    data=request.data,
+                )
+                try:
+                    validate_finetune(spec, architecture)
+                except SpecError as exc:
+                    if exc.field == "frozen_blocks" and request.frozen_blocks is not None:
+                        loc: tuple[str | int, ...] = ("frozen_blocks", i)
+                    else:
+                        loc = tuple(exc.field.split("."))
+                    raise PlanError(loc, f"{strategy.value}: {exc}", blocks) from None
+                name = variant_name(strategy, blocks)
+                jobs.append(PlannedJob("finetune", spec, name))
+                if request.controls:
+                    control = spec.model_copy(update={"random_init": True})
+                    jobs.append(PlannedJob("control", control, name))
+    return jobs

@@ -1,0 +1,195 @@
+"""What an experiment is asked to do (ExperimentCreate) and what its comparison says (Comparison).
+
+The fine-tune settings reuse engine.spec (Hyperparameters, DataOptions, PretrainSpec), and the sweep's
+values take their bounds from Hyperparameters' own fields: one source for every default and bound.
+Rules between fields (exactly one pre-train source, frozen_blocks only with partial, the job budget)
+are checked in plan.check_request, which names the field in its 422.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from core.models import JobStatus
+from core.requests import PretrainJobCreate
+from engine.spec import (
+    DataOptions,
+    DatasetName,
+    Hyperparameters,
+    OptimizerName,
+    Strategy,
+)
+
+MAX_EXPERIMENT_JOBS = 128
+"""Jobs one experiment may create (pre-train, fine-tunes and controls). The seed preset needs 73:
+3 strategies x a 12-point grid (2 lr x 2 batch sizes x 3 optimisers) x 2 (controls) + 1."""
+
+MAX_SWEEP_VALUES = 8
+
+
+def _bounded(name: str, python_type: type) -> Any:
+    """The type of Hyperparameters.<name> with its bounds, for one value of a sweep list."""
+    return Annotated[(python_type, *Hyperparameters.model_fields[name].metadata)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _unique(values: list | None) -> list | None:
+    if values is not None and len(set(values)) != len(values):
+        raise ValueError("values must be unique")
+    return values
+
+
+class Sweep(_Strict):
+    """Lists crossed into a grid; each grid point is one fine-tune per strategy variant. An axis left
+    out keeps the value from `hyperparameters`."""
+
+    lr: list[_bounded("lr", float)] | None = Field(  # type: ignore[valid-type]
+        None, min_length=1, max_length=MAX_SWEEP_VALUES, description="Learning rates, each in (0, 10]."
+    )
+    batch_size: list[_bounded("batch_size", int)] | None = Field(  # type: ignore[valid-type]
+        None, min_length=1, max_length=MAX_SWEEP_VALUES, description="Batch sizes, each 1..4096."
+    )
+    optimizer: list[OptimizerName] | None = Field(
+        None, min_length=1, max_length=4, description="Optimisers: adam, adamw, rmsprop, sgd."
+    )
+
+    _check_unique = field_validator("lr", "batch_size", "optimizer")(_unique)
+
+
+def _default_strategies() -> list[Strategy]:
+    return [Strategy.linear, Strategy.partial, Strategy.full]
+
+
+class ExperimentCreate(_Strict):
+    """A study: one pre-train (new, or a succeeded pretrain job reused), then every strategy variant x
+    sweep point fine-tuned on the target data set, each with a control from random weights."""
+
+    name: str = Field(min_length=1, max_length=200, description="A name for people; need not be unique.")
+    pretrain: PretrainJobCreate | None = Field(
+        None, description="Pre-train this first (a pretrain job body without `kind`). Or give pretrained_job."
+    )
+    pretrained_job: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="Id of a succeeded pretrain job to start from, instead of `pretrain`.",
+    )
+    dataset: DatasetName = Field(DatasetName.mnist, description="Target data set of the fine-tunes.")
+    strategies: list[Strategy] = Field(
+        default_factory=_default_strategies,
+        min_length=1,
+        max_length=4,
+        description="linear, partial, full (the seed's three, the default) and lp_ft.",
+    )
+    frozen_blocks: list[int] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_SWEEP_VALUES,
+        description="partial: leading blocks to freeze, one variant per value; null = half the blocks.",
+    )
+    hyperparameters: Hyperparameters = Field(
+        default_factory=Hyperparameters, description="Base hyperparameters of every fine-tune."
+    )
+    data: DataOptions = Field(default_factory=DataOptions, description="Target data: size, caps, val split.")
+    sweep: Sweep | None = Field(None, description="Hyperparameter grid: lists of lr, batch_size, optimizer.")
+    controls: bool = Field(
+        True,
+        description="Also run every fine-tune from randomly initialised weights, to measure what transfers.",
+    )
+
+    _check_unique = field_validator("strategies", "frozen_blocks")(_unique)
+
+
+# ---------------------------------------------------------------- responses
+
+Role = Literal["pretrain", "finetune", "control"]
+
+
+class ComparisonRow(BaseModel):
+    """One fine-tune or control: what it was, how well it did, what it cost."""
+
+    job_id: str = Field(description="The job this row describes.")
+    role: Literal["finetune", "control"] = Field(description="finetune, or control (from random weights).")
+    control: bool = Field(description="True for a run from randomly initialised weights.")
+    status: JobStatus = Field(description="The job's status; metrics are null unless succeeded.")
+    strategy: str = Field(description="linear, partial, full or lp_ft.")
+    variant: str = Field(description="Strategy with its frozen blocks: linear, partial-2, full, lp_ft.")
+    frozen_blocks: int | None = Field(
+        description="Leading blocks frozen (linear: all; full: 0; lp_ft: null)."
+    )
+    optimizer: str = Field(description="Optimiser.")
+    lr: float = Field(description="Peak learning rate of the head.")
+    batch_size: int = Field(description="Images per optimiser step.")
+    epochs: int = Field(description="Epochs trained.")
+    val_accuracy: float | None = Field(description="Validation accuracy after the last epoch.")
+    test_accuracy: float | None = Field(description="Accuracy on the test split, 0..1.")
+    macro_f1: float | None = Field(
+        description="Unweighted mean of the per-class F1 scores on the test split."
+    )
+    train_seconds: float | None = Field(description="Wall-clock seconds spent training.")
+    trainable_parameters: int | None = Field(description="Parameters the optimiser updated.")
+    total_parameters: int | None = Field(description="All parameters of the model.")
+    parameter_updates: int | None = Field(description="Trainable parameters x optimiser steps.")
+    peak_memory_bytes: int | None = Field(description="Peak memory while training (see memory_device).")
+    memory_device: str | None = Field(
+        description="cuda:N (allocator peak) or cpu (peak resident set size of the worker process)."
+    )
+    transfer_gain: float | None = Field(
+        description="Test accuracy minus that of its control (same strategy, blocks, hyperparameters)."
+    )
+    control_job_id: str | None = Field(description="Its control's job id (fine-tunes only).")
+    chosen: bool = Field(
+        description="The hyperparameters this variant would pick: best selection measure among its runs."
+    )
+
+
+class BestStrategy(BaseModel):
+    variant: str = Field(description="The best strategy variant, e.g. partial-2.")
+    strategy: str = Field(description="Its strategy.")
+    job_id: str = Field(description="Its chosen run.")
+    measure: str = Field(description="What the choice was made on, e.g. validation accuracy (last epoch).")
+    selection_value: float = Field(description="The variant's value of that measure.")
+    test_accuracy: float | None = Field(description="Test accuracy of the chosen run.")
+    macro_f1: float | None = Field(description="Macro F1 of the chosen run on the test split.")
+    transfer_gain: float | None = Field(description="Its test accuracy minus its control's.")
+
+
+class AxisValue(BaseModel):
+    value: float | int | str = Field(description="One value of the swept hyperparameter.")
+    runs: int = Field(description="Succeeded fine-tunes (not controls) with this value.")
+    mean_selection_value: float = Field(description="Their mean selection measure.")
+    best_selection_value: float = Field(description="Their best selection measure.")
+
+
+class AxisFinding(BaseModel):
+    axis: Literal["lr", "batch_size", "optimizer"] = Field(description="The swept hyperparameter.")
+    measure: str = Field(description="The selection measure the values are compared on.")
+    values: list[AxisValue] = Field(description="Each value tried, in the order of the sweep.")
+    best_value: float | int | str = Field(description="The value with the best mean selection measure.")
+
+
+class PretrainSummary(BaseModel):
+    job_id: str = Field(description="The pre-train job.")
+    status: JobStatus = Field(description="Its status.")
+    dataset: str = Field(description="Source data set.")
+    architecture: str = Field(description="Model architecture.")
+    epochs: int = Field(description="Epochs it trained.")
+    image_size: int = Field(description="Input side in pixels.")
+    train_images: int | None = Field(description="Images trained on per epoch (from the epoch metrics).")
+    val_images: int | None = Field(description="Images validated on per epoch.")
+    test_images: int | None = Field(description="Test images evaluated (sum of per-class support).")
+    test_accuracy: float | None = Field(description="Accuracy on the source test split, 0..1.")
+    train_seconds: float | None = Field(description="Wall-clock seconds spent training.")
+
+
+class Comparison(BaseModel):
+    selection_measure: str = Field(description="What hyperparameters and the best strategy are chosen on.")
+    rows: list[ComparisonRow] = Field(description="One per fine-tune and control, in plan order.")
+    best: BestStrategy | None = Field(description="Null when no fine-tune succeeded.")
+    hyperparameters: list[AxisFinding] = Field(description="Per swept axis (more than one value).")
+    pretrain: PretrainSummary | None = Field(description="The pre-train the fine-tunes started from.")

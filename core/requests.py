@@ -1,0 +1,58 @@
+"""What a client may ask a job to do: the bodies of POST /jobs, on top of engine.spec.
+
+The training bodies reuse engine.spec: one source for every default, bound and allowed value, so the
+HTTP API and a notebook refuse the same inputs with the same messages. core.jobs builds job rows from
+these; service/ serves them as the request schemas.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import ConfigDict, Field
+
+from engine.spec import FinetuneSpec, PretrainSpec
+
+# Descriptions for the engine-spec fields that carry none there; filled into the JSON schema only,
+# so defaults and bounds stay single-sourced in engine.spec.
+_SPEC_FIELD_DOCS = {
+    "kind": "pretrain: train an architecture from scratch; finetune: adapt a succeeded job's checkpoint.",
+    "dataset": "Data set to train on: stl10, mnist, fashion_mnist or cifar10.",
+    "model": "Architecture: simple_cnn, resnet18, mobilenet_v3_small or vgg11_bn.",
+    "strategy": "linear: train the head only; partial: freeze the first frozen_blocks blocks; "
+    "full: train everything, the extractor at lr x extractor_lr_factor; "
+    "lp_ft: linear probe, then full.",
+    "hyperparameters": "How to train: epochs, batch size, optimiser, learning rate, schedule...",
+    "data": "Which images at what size: image_size, sample caps, validation share, augmentation.",
+}
+
+
+def _describe_spec_fields(schema: dict[str, Any]) -> None:
+    for name, prop in schema.get("properties", {}).items():
+        if "description" not in prop and name in _SPEC_FIELD_DOCS:
+            prop["description"] = _SPEC_FIELD_DOCS[name]
+
+
+class PretrainJobCreate(PretrainSpec):
+    """Pre-train an architecture from random initialisation on a source data set."""
+
+    model_config = ConfigDict(json_schema_extra=_describe_spec_fields, title="PretrainJobCreate")
+
+
+class FinetuneJobCreate(FinetuneSpec):
+    """Fine-tune the checkpoint of a succeeded job on a target data set with a strategy."""
+
+    model_config = ConfigDict(json_schema_extra=_describe_spec_fields, title="FinetuneJobCreate")
+
+    source: str = Field(
+        min_length=1,
+        max_length=64,
+        description="Id of a succeeded job (pretrain or finetune) whose checkpoint is the start.",
+    )
+
+    def to_spec(self) -> FinetuneSpec:
+        """The engine spec, as the worker reads it back (the source lives in jobs.source_job_id)."""
+        return FinetuneSpec.model_validate(self.model_dump(exclude={"source"}))
+
+
+JobCreate = Annotated[PretrainJobCreate | FinetuneJobCreate, Field(discriminator="kind")]

@@ -1,0 +1,91 @@
+"""The one settings object. Every knob is an environment variable with the TRANSFERLAB_ prefix.
+
+Embedded (default): SQLite and a SQLite-backed Celery broker under TRANSFERLAB_HOME, workers started
+by `transferlab serve`. Distributed: point DATABASE_URL at PostgreSQL and BROKER_URL at Redis.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRANSFERLAB_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "production"] = Field(
+        "development", description="production refuses unsafe defaults (no API token)."
+    )
+    home: Path = Field(Path("./var"), description="State folder: SQLite files, checkpoints, artifacts.")
+    data_dir: Path | None = Field(None, description="Data sets root; default $TRANSFERLAB_HOME/data.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in HOME.")
+    broker_url: str | None = Field(
+        None, description="Celery broker; default an embedded SQLite broker in HOME that survives restarts."
+    )
+    download: bool = Field(False, description="Allow data set downloads (needs internet).")
+    api_token: str | None = Field(None, description="When set, every request but health and docs needs it.")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$", description="auto|cpu|cuda|cuda:N")
+
+    embedded_workers: int = Field(1, ge=0, le=16, description="Worker processes `serve` starts (embedded).")
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Largest /predict request body.")
+    max_image_pixels: int = Field(25_000_000, ge=64, description="Largest image (width x height) accepted.")
+    max_files_per_request: int = Field(64, ge=1, le=1024, description="Images per /predict request.")
+    model_cache_size: int = Field(4, ge=1, le=64, description="Loaded checkpoints kept by the API.")
+    max_attempts: int = Field(3, ge=1, le=20, description="Starts per job before a dying worker fails it.")
+    heartbeat_seconds: float = Field(10.0, gt=0, description="How often a worker renews its job's lease.")
+    resume_every_seconds: float = Field(
+        30.0, ge=0, description="Save a running job's resume state at most this often (0: every epoch)."
+    )
+    stale_after_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="A worker's lease lasts this long from each renewal (others read the lease, not this); "
+        "a queued job unclaimed this long is sent again.",
+    )
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.environment == "production" and not self.api_token:
+            raise ValueError("TRANSFERLAB_API_TOKEN must be set when TRANSFERLAB_ENVIRONMENT=production")
+        if self.stale_after_seconds <= self.heartbeat_seconds:
+            raise ValueError("TRANSFERLAB_STALE_AFTER_SECONDS must exceed TRANSFERLAB_HEARTBEAT_SECONDS")
+        return self
+
+    @property
+    def data_root(self) -> Path:
+        return (self.data_dir or self.home / "data").resolve()
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return (self.home / "checkpoints").resolve()
+
+    @property
+    def runs_dir(self) -> Path:
+        """Per-job working folders (resume state), kept until the job ends."""
+        return (self.home / "runs").resolve()
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return (self.home / "artifacts").resolve()
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'transferlab.sqlite').resolve()}"
+
+    @property
+    def celery_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{(self.home / 'broker.sqlite').resolve()}"
+
+    @property
+    def is_embedded_broker(self) -> bool:
+        return self.celery_broker_url.startswith("sqla+")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Read the environment once per process (tests call get_settings.cache_clear())."""
+    return Settings()

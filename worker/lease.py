@@ -1,0 +1,103 @@
+"""One thread per running job: it renews the job's lease every heartbeat and polls for a cancel.
+
+The training thread only reads `should_stop()`, which does no I/O: the thread has already decided.
+It stops the run for one of three reasons (`StopReason`): the API asked (`cancel`), the lease no
+longer holds (`lost`: taken over, reaped, or not renewed before it ran out, for example while the
+database was unreachable), or this worker is shutting down (`shutdown`).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+from sqlalchemy.orm import Session
+
+from core.jobs import Lease, cancel_requested, holds, renew_lease
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 1.0  # how soon a cancel or a take-over is noticed
+
+
+class StopReason(enum.StrEnum):
+    cancel = "cancel"
+    lost = "lost"
+    shutdown = "shutdown"
+
+
+class LeaseKeeper:
+    def __init__(
+        self,
+        sessions: Callable[[], AbstractContextManager[Session]],
+        lease: Lease,
+        *,
+        lease_seconds: float,
+        heartbeat_seconds: float,
+        poll_seconds: float | None = None,
+        shutdown: threading.Event | None = None,
+    ):
+        self._sessions = sessions
+        self.lease = lease
+        self._lease_seconds = lease_seconds
+        self._heartbeat_seconds = heartbeat_seconds
+        self._poll_seconds = min(POLL_SECONDS if poll_seconds is None else poll_seconds, heartbeat_seconds)
+        self._shutdown = shutdown or threading.Event()
+        self._stop = threading.Event()
+        self._reason: StopReason | None = None
+        # The claim granted a lease of lease_seconds from now; each renewal moves this on.
+        self._lease_ends = time.monotonic() + lease_seconds
+        self._thread = threading.Thread(target=self._run, name=f"lease-{lease.job_id}", daemon=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def reason(self) -> StopReason | None:
+        if self._reason is None and self._shutdown.is_set():
+            return StopReason.shutdown
+        if self._reason is None and time.monotonic() >= self._lease_ends:
+            self._reason = StopReason.lost  # not renewed in time: another worker may hold it already
+        return self._reason
+
+    def should_stop(self) -> bool:
+        return self.reason is not None
+
+    def stop(self) -> None:
+        """Stop renewing (before the final write, which names the lease itself)."""
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=self._poll_seconds + 30)
+
+    def _decide(self, reason: StopReason) -> None:
+        if self._reason is None:
+            self._reason = reason
+            log.warning("job %s (attempt %d): stopping: %s", self.lease.job_id, self.lease.attempt, reason)
+
+    def _run(self) -> None:
+        next_renewal = time.monotonic() + self._heartbeat_seconds
+        while not self._stop.wait(self._poll_seconds):
+            try:
+                with self._sessions() as session:
+                    if time.monotonic() >= next_renewal:
+                        started = time.monotonic()
+                        if not renew_lease(session, self.lease, lease_seconds=self._lease_seconds):
+                            self._decide(StopReason.lost)
+                            return
+                        self._lease_ends = started + self._lease_seconds
+                        next_renewal = started + self._heartbeat_seconds
+                    elif not holds(session, self.lease):
+                        self._decide(StopReason.lost)
+                        return
+                    if self._reason is None and cancel_requested(session, self.lease.job_id):
+                        self._decide(StopReason.cancel)  # and keep renewing while the run winds down
+            except Exception:  # a database blip must not end the job; the lease's end is the limit
+                log.exception("lease of job %s: renewal or poll failed; trying again", self.lease.job_id)
