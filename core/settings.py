@@ -14,6 +14,9 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+MIN_PRODUCTION_TOKEN_CHARS = 32
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TRANSFERLAB_", env_file=".env", extra="ignore")
 
@@ -28,6 +31,11 @@ class Settings(BaseSettings):
     )
     download: bool = Field(False, description="Allow data set downloads (needs internet).")
     api_token: str | None = Field(None, description="When set, every request but health and docs needs it.")
+    insecure_no_token: bool = Field(
+        False,
+        description="Let `transferlab serve` listen beyond loopback without an API token (insecure: anyone "
+        "who reaches it can train and download models).",
+    )
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$", description="auto|cpu|cuda|cuda:N")
 
     embedded_workers: int = Field(1, ge=0, le=16, description="Worker processes `serve` starts (embedded).")
@@ -35,6 +43,29 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(25_000_000, ge=64, description="Largest image (width x height) accepted.")
     max_files_per_request: int = Field(64, ge=1, le=1024, description="Images per /predict request.")
     model_cache_size: int = Field(4, ge=1, le=64, description="Loaded checkpoints kept by the API.")
+    # ---- /predict cost (service/routes/predict.py, service/inference.py)
+    max_predict_input_pixels: int = Field(
+        16_000_000,
+        ge=1024,
+        description="Per /predict request: files x the checkpoint's input pixels (side squared).",
+    )
+    max_concurrent_predictions: int = Field(
+        8, ge=1, le=256, description="/predict requests served at once; more get 429 with Retry-After."
+    )
+    max_model_loads_per_minute: int = Field(
+        12, ge=1, le=600, description="Checkpoint loads (cache misses) per minute; more get 429 with Retry-After."
+    )
+    # ---- work budgets (core/budgets.py)
+    max_job_work: float = Field(
+        1e15, gt=0, description="Largest estimated job cost: epochs x training images x input pixels x model factor."
+    )
+    max_job_memory_bytes: int = Field(
+        32 * 1024**3, ge=2**20, description="Largest estimated peak training memory of one job (batch x pixels)."
+    )
+    max_experiment_work: float = Field(1e16, gt=0, description="Largest estimated cost of one experiment, all jobs.")
+    max_active_jobs: int = Field(
+        1000, ge=1, description="Queued plus running jobs in total; more get 429 with Retry-After."
+    )
     max_attempts: int = Field(3, ge=1, le=20, description="Starts per job before a dying worker fails it.")
     heartbeat_seconds: float = Field(10.0, gt=0, description="How often a worker renews its job's lease.")
     resume_every_seconds: float = Field(
@@ -51,6 +82,11 @@ class Settings(BaseSettings):
     def _refuse_unsafe_production(self) -> Settings:
         if self.environment == "production" and not self.api_token:
             raise ValueError("TRANSFERLAB_API_TOKEN must be set when TRANSFERLAB_ENVIRONMENT=production")
+        if self.environment == "production" and len(self.api_token or "") < MIN_PRODUCTION_TOKEN_CHARS:
+            raise ValueError(
+                f"TRANSFERLAB_API_TOKEN must be at least {MIN_PRODUCTION_TOKEN_CHARS} characters in production; "
+                'make one with: python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
+            )
         if self.stale_after_seconds <= self.heartbeat_seconds:
             raise ValueError("TRANSFERLAB_STALE_AFTER_SECONDS must exceed TRANSFERLAB_HEARTBEAT_SECONDS")
         return self
