@@ -15,7 +15,7 @@ ENV PYTHONUNBUFFERED=1 \
     TRANSFERLAB_DATA_DIR=/data
 
 WORKDIR /app
-COPY pyproject.toml README.md alembic.ini ./
+COPY pyproject.toml README.md alembic.ini constraints.txt ./
 COPY alembic ./alembic
 COPY engine ./engine
 COPY core ./core
@@ -23,7 +23,7 @@ COPY cli ./cli
 COPY service ./service
 COPY worker ./worker
 # Editable, so the migrations in /app/alembic stay beside the package that runs them.
-RUN pip install -e . \
+RUN pip install -c constraints.txt -e . \
  && useradd --create-home --uid 1000 transferlab \
  && mkdir -p /var/lib/transferlab /data \
  && chown -R transferlab:transferlab /var/lib/transferlab /data

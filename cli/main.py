@@ -29,12 +29,37 @@ def _settings():
     return get_settings()
 
 
-def cmd_migrate(_args: argparse.Namespace) -> int:
-    from core.migrate import upgrade
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from core.migrate import DataLossRefused, downgrade, upgrade
 
-    upgrade()
-    print(f"database at {_redacted(_settings().sqlalchemy_url)} is up to date")
+    url = _redacted(_settings().sqlalchemy_url)
+    if args.downgrade is None:
+        upgrade()
+        print(f"database at {url} is up to date")
+        return 0
+    try:
+        downgrade(None, args.downgrade, drop_all_data=args.drop_all_data)
+    except DataLossRefused as e:
+        print(f"transferlab migrate: {e}", file=sys.stderr)
+        return 2
+    print(f"database at {url} is at revision {args.downgrade}")
     return 0
+
+
+LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
+
+
+def exposure_problem(host: str, token: str | None, insecure: bool) -> str | None:
+    """Why `serve --host HOST` must not start, or None: beyond loopback it needs a token."""
+    loopback = host in LOOPBACK_HOSTS or host.startswith("127.")
+    if loopback or token or insecure:
+        return None
+    return (
+        f"refusing to listen on {host} without TRANSFERLAB_API_TOKEN: anyone who can reach it could queue "
+        "training, download every model and use /predict. Set TRANSFERLAB_API_TOKEN (make one with: "
+        'python3 -c "import secrets; print(secrets.token_urlsafe(32))"), listen on 127.0.0.1, or opt out '
+        "with --insecure-no-token (TRANSFERLAB_INSECURE_NO_TOKEN=true)"
+    )
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -111,6 +136,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from worker.reaper import start_reaper
 
     settings = _settings()
+    problem = exposure_problem(
+        args.host, settings.api_token, args.insecure_no_token or settings.insecure_no_token
+    )
+    if problem:
+        print(f"transferlab serve: {problem}", file=sys.stderr)
+        return 2
+    if not settings.api_token and args.host not in LOOPBACK_HOSTS and not args.host.startswith("127."):
+        log.warning("listening on %s WITHOUT an API token (--insecure-no-token)", args.host)
     upgrade()
     if settings.is_embedded_broker:
         check_broker()  # creates its tables now, before several processes race to
@@ -179,6 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
         "with the embedded broker, 0 with Redis (run `transferlab worker` per GPU instead)",
     )
     serve.add_argument("--loglevel", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument(
+        "--insecure-no-token",
+        action="store_true",
+        help="listen beyond loopback without TRANSFERLAB_API_TOKEN (insecure: anyone who reaches it can "
+        "train and download models)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     worker = commands.add_parser("worker", help="run a Celery worker that trains jobs")
@@ -197,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=cmd_worker)
 
     migrate = commands.add_parser("migrate", help="upgrade the database to the newest revision")
+    migrate.add_argument("--downgrade", metavar="REV", help="step back to revision REV instead (e.g. 0003)")
+    migrate.add_argument(
+        "--drop-all-data", action="store_true", help="allow --downgrade base, which drops every table"
+    )
     migrate.set_defaults(func=cmd_migrate)
 
     # Listed here for --help; its own parser (service/experiment_cli.py) reads its arguments.

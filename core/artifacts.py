@@ -10,7 +10,6 @@ row: a retried job never leaves two.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from sqlalchemy import select
@@ -18,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from core.models import Artifact
 from core.settings import Settings
+from engine.durable import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +63,7 @@ def save_artifact(
     relative = relative / name
     path = settings.artifacts_dir / relative
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: tmp.write_bytes(data))
     owner = Artifact.job_id == job_id if job_id else Artifact.experiment_id == experiment_id
     row = session.scalar(select(Artifact).where(owner, Artifact.name == name))
     if row is None:

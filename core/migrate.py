@@ -48,8 +48,18 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
-def downgrade(url: str | None = None, revision: str = "base") -> None:
-    """Step the database back to `revision` (default: empty)."""
+class DataLossRefused(RuntimeError):
+    """A downgrade to `base` drops every table; it needs drop_all_data=True."""
+
+
+def downgrade(url: str | None, revision: str, *, drop_all_data: bool = False) -> None:
+    """Step the database back to `revision`. `base` (an empty database: every table and its rows
+    dropped) is refused unless `drop_all_data` is True: no default revision, no accident."""
+    if revision == "base" and not drop_all_data:
+        raise DataLossRefused(
+            "downgrading to 'base' drops every table and all its data; name a revision (e.g. 0003), "
+            "or pass --drop-all-data if that is what you want"
+        )
     command.downgrade(alembic_config(url), revision)
 
 

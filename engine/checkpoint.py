@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from engine.durable import write_atomically
 from engine.errors import CheckpointError
 from engine.results import CheckpointInfo
 
@@ -34,13 +34,6 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_atomically(path: Path, write) -> None:
-    # Write beside, then rename: a reader never sees half a file, even if the worker dies mid-write.
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_checkpoint(model: nn.Module, meta: dict[str, Any], directory: Path) -> CheckpointInfo:
     """meta must hold at least architecture, num_classes, class_names and input (InputSpec.to_dict())."""
     for key in ("architecture", "num_classes", "class_names", "input"):
@@ -50,7 +43,7 @@ def save_checkpoint(model: nn.Module, meta: dict[str, Any], directory: Path) -> 
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     weights = directory / WEIGHTS_FILE
-    _write_atomically(weights, lambda p: save_file(state, str(p), metadata={"format": FORMAT}))
+    write_atomically(weights, lambda p: save_file(state, str(p), metadata={"format": FORMAT}))
     sha = sha256_file(weights)
     full_meta = {
         "format": FORMAT,
@@ -60,7 +53,7 @@ def save_checkpoint(model: nn.Module, meta: dict[str, Any], directory: Path) -> 
         "created_at": datetime.now(UTC).isoformat(),
         "torch_version": torch.__version__,
     }
-    _write_atomically(directory / META_FILE, lambda p: p.write_text(json.dumps(full_meta, indent=2)))
+    write_atomically(directory / META_FILE, lambda p: p.write_text(json.dumps(full_meta, indent=2)))
     return CheckpointInfo(directory=directory, weights_path=weights, sha256=sha, meta=full_meta)
 
 

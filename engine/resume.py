@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from engine.durable import fsync_dir, fsync_tree
+
 STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
 # Beside a state folder: "<name>.tmp-<pid>-<token>" while a new state is written, "<name>.old-<pid>-
@@ -73,7 +75,9 @@ def save_state(directory: Path, state: dict[str, Any]) -> None:
         flat = _flatten(state, tensors)
         save_file(tensors, str(tmp / STATE_TENSORS))
         (tmp / STATE_JSON).write_text(json.dumps(flat))
+        fsync_tree(tmp)  # on disk before the rename that makes it the state to resume from
         _swap_in(tmp, directory)
+        fsync_dir(directory.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone already, unless writing or swapping failed
     _remove_leftovers(directory)

@@ -46,7 +46,7 @@ def round_trip(url: str) -> None:
     migrate.upgrade(url)
     assert migrate.current(url) == HEAD
     assert tables(url) == TABLES
-    migrate.downgrade(url)
+    migrate.downgrade(url, "base", drop_all_data=True)
     assert migrate.current(url) is None
     assert tables(url) == set()
     migrate.upgrade(url)
@@ -104,3 +104,18 @@ def test_the_api_works_on_postgresql(env, postgres_url):
         assert client.get(f"/jobs/{job_id}/metrics").json()["epochs"] == []
         assert client.post(f"/jobs/{job_id}/cancel").status_code == 200
     assert queued == [job_id]
+
+
+def test_a_downgrade_to_base_is_refused_without_drop_all_data(tmp_path):
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    migrate.upgrade(url)
+    with pytest.raises(migrate.DataLossRefused, match="drop-all-data"):
+        migrate.downgrade(url, "base")
+    assert migrate.current(url) == HEAD
+
+
+def test_a_downgrade_to_a_named_revision_keeps_the_older_tables(tmp_path):
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    migrate.upgrade(url)
+    migrate.downgrade(url, "0003")
+    assert migrate.current(url) == "0003"

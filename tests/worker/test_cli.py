@@ -84,3 +84,41 @@ def test_stopping_workers_kills_one_that_ignores_sigterm():
     started = time.monotonic()
     stop_workers([stubborn], timeout_seconds=0.5)
     assert stubborn.returncode == -9 and time.monotonic() - started < 10
+
+
+def test_migrate_downgrade_to_base_needs_drop_all_data(tmp_path):
+    assert run_cli("migrate", home=tmp_path).returncode == 0
+    refused = run_cli("migrate", "--downgrade", "base", home=tmp_path)
+    assert refused.returncode == 2 and "--drop-all-data" in refused.stderr
+    with sqlite3.connect(tmp_path / "transferlab.sqlite") as db:
+        assert db.execute("select count(*) from sqlite_master where name='jobs'").fetchone() == (1,)
+    done = run_cli("migrate", "--downgrade", "base", "--drop-all-data", home=tmp_path)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "::"])
+def test_serve_refuses_a_non_loopback_address_without_a_token(tmp_path, host):
+    done = run_cli("serve", "--host", host, "--port", "0", home=tmp_path)
+    assert done.returncode == 2
+    assert "TRANSFERLAB_API_TOKEN" in done.stderr and "--insecure-no-token" in done.stderr
+    assert not (tmp_path / "transferlab.sqlite").exists()  # refused before anything was written
+
+
+def test_the_exposure_rule_allows_loopback_a_token_or_an_explicit_opt_out():
+    from cli.main import exposure_problem
+
+    assert exposure_problem("127.0.0.1", None, False) is None
+    assert exposure_problem("localhost", None, False) is None
+    assert exposure_problem("0.0.0.0", "a-token", False) is None
+    assert exposure_problem("0.0.0.0", None, True) is None
+    assert "TRANSFERLAB_API_TOKEN" in exposure_problem("0.0.0.0", None, False)
+
+
+def test_production_refuses_a_short_token():
+    from pydantic import ValidationError
+
+    from core.settings import Settings
+
+    with pytest.raises(ValidationError, match="at least 32 characters"):
+        Settings(environment="production", api_token="short")
+    assert Settings(environment="production", api_token="x" * 32).api_token

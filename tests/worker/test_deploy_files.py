@@ -64,3 +64,48 @@ def test_ci_runs_exactly_the_readme_test_command():
     if not readme.exists():
         pytest.skip("no README.md yet")
     assert command in readme.read_text()
+
+
+def test_compose_requires_a_token_and_runs_in_production():
+    yaml = pytest.importorskip("yaml")
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for name in ("api", "worker"):
+        environment = compose["services"][name]["environment"]
+        assert environment["TRANSFERLAB_ENVIRONMENT"] == "production"
+        assert environment["TRANSFERLAB_API_TOKEN"].startswith("${TRANSFERLAB_API_TOKEN:?")
+
+
+def test_the_constraints_pin_every_direct_dependency_at_or_above_its_floor():
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name.lower().replace("_", "-")] = version
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = [
+        Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["test"]
+    ]
+    for requirement in requirements:
+        name = requirement.name.lower().replace("_", "-")
+        if name in ("torch", "torchvision"):
+            continue  # from the base image or the machine's copy (see constraints.txt)
+        assert name in pins, f"{name} is not pinned in constraints.txt"
+        assert requirement.specifier.contains(pins[name]), f"{name}=={pins[name]} is below {requirement}"
+
+
+def test_dependency_floors_stay_above_the_known_cves():
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    floors = {"python-multipart": "0.0.27", "starlette": "1.3.1", "pillow": "12.3"}
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    named = {Requirement(d).name: Requirement(d) for d in dependencies}
+    for name, floor in floors.items():
+        lowest = min((s.version for s in named[name].specifier if s.operator == ">="), key=Version)
+        assert Version(lowest) >= Version(floor), f"{name} floor {lowest} is below {floor}"
