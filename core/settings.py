@@ -13,7 +13,6 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 MIN_PRODUCTION_TOKEN_CHARS = 32
 
 
@@ -53,16 +52,25 @@ class Settings(BaseSettings):
         8, ge=1, le=256, description="/predict requests served at once; more get 429 with Retry-After."
     )
     max_model_loads_per_minute: int = Field(
-        12, ge=1, le=600, description="Checkpoint loads (cache misses) per minute; more get 429 with Retry-After."
+        12,
+        ge=1,
+        le=600,
+        description="Checkpoint loads (cache misses) per minute; more get 429 with Retry-After.",
     )
     # ---- work budgets (core/budgets.py)
     max_job_work: float = Field(
-        1e15, gt=0, description="Largest estimated job cost: epochs x training images x input pixels x model factor."
+        1e15,
+        gt=0,
+        description="Largest estimated job cost: epochs x training images x input pixels x model factor.",
     )
     max_job_memory_bytes: int = Field(
-        32 * 1024**3, ge=2**20, description="Largest estimated peak training memory of one job (batch x pixels)."
+        32 * 1024**3,
+        ge=2**20,
+        description="Largest estimated peak training memory of one job (batch x pixels).",
     )
-    max_experiment_work: float = Field(1e16, gt=0, description="Largest estimated cost of one experiment, all jobs.")
+    max_experiment_work: float = Field(
+        1e16, gt=0, description="Largest estimated cost of one experiment, all jobs."
+    )
     max_active_jobs: int = Field(
         1000, ge=1, description="Queued plus running jobs in total; more get 429 with Retry-After."
     )
@@ -84,7 +92,8 @@ class Settings(BaseSettings):
             raise ValueError("TRANSFERLAB_API_TOKEN must be set when TRANSFERLAB_ENVIRONMENT=production")
         if self.environment == "production" and len(self.api_token or "") < MIN_PRODUCTION_TOKEN_CHARS:
             raise ValueError(
-                f"TRANSFERLAB_API_TOKEN must be at least {MIN_PRODUCTION_TOKEN_CHARS} characters in production; "
+                f"TRANSFERLAB_API_TOKEN must be at least {MIN_PRODUCTION_TOKEN_CHARS} characters in "
+                "production; "
                 'make one with: python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
             )
         if self.stale_after_seconds <= self.heartbeat_seconds:
