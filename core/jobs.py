@@ -298,20 +298,21 @@ def record(session: Session, lease: Lease, **values: Any) -> bool:
     return _apply(session, lease.job_id, Transition.record, _held(lease), **values)
 
 
-def holds(session: Session, lease: Lease) -> bool:
-    """Does this lease still hold the job, and is it not cancelled? (the worker's cancel poll)"""
+@dataclass(frozen=True)
+class LeaseState:
+    held: bool  # the job is running under this lease
+    cancel_requested: bool
+
+
+def lease_state(session: Session, lease: Lease) -> LeaseState:
+    """The worker's poll, in one read: does this lease still hold the job, and was a cancel asked for?"""
     row = session.execute(
-        select(Job.status, Job.worker, Job.attempts).where(Job.id == lease.job_id)
+        select(Job.status, Job.worker, Job.attempts, Job.cancel_requested).where(Job.id == lease.job_id)
     ).one_or_none()
-    return (
-        row is not None
-        and row.status == JobStatus.running
-        and (row.worker, row.attempts) == (lease.worker, lease.attempt)
-    )
-
-
-def cancel_requested(session: Session, job_id: str) -> bool:
-    return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+    if row is None:
+        return LeaseState(held=False, cancel_requested=False)
+    held = row.status == JobStatus.running and (row.worker, row.attempts) == (lease.worker, lease.attempt)
+    return LeaseState(held=held, cancel_requested=bool(row.cancel_requested))
 
 
 def finish(

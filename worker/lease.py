@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager
 
 from sqlalchemy.orm import Session
 
-from core.jobs import Lease, cancel_requested, holds, renew_lease
+from core.jobs import Lease, lease_state, renew_lease
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +94,11 @@ class LeaseKeeper:
                             return
                         self._lease_ends = started + self._lease_seconds
                         next_renewal = started + self._heartbeat_seconds
-                    elif not holds(session, self.lease):
+                    state = lease_state(session, self.lease)  # one read a poll for both questions
+                    if not state.held:
                         self._decide(StopReason.lost)
                         return
-                    if self._reason is None and cancel_requested(session, self.lease.job_id):
+                    if self._reason is None and state.cancel_requested:
                         self._decide(StopReason.cancel)  # and keep renewing while the run winds down
             except Exception:  # a database blip must not end the job; the lease's end is the limit
                 log.exception("lease of job %s: renewal or poll failed; trying again", self.lease.job_id)

@@ -19,6 +19,8 @@ import os
 import shutil
 import threading
 import traceback
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,7 +172,7 @@ class ClaimedRun:
 
     lease: Lease
     settings: Settings
-    sessions: object
+    sessions: Callable[[], AbstractContextManager[Session]]
     keeper: LeaseKeeper
 
     @property
@@ -187,8 +189,8 @@ class ClaimedRun:
         name = f".{self.checkpoint_id}.attempt-{self.lease.attempt}.{os.getpid()}.tmp"
         return self.settings.checkpoints_dir / name
 
-    def _session(self) -> Session:
-        return self.sessions()  # type: ignore[operator]
+    def _session(self) -> AbstractContextManager[Session]:
+        return self.sessions()
 
     def execute(self) -> RunOutcome:
         spec, source_dir, source_sha256 = self.prepare()
@@ -230,7 +232,7 @@ class ClaimedRun:
             checkpoint_dir=self.temporary_checkpoint_dir,
             source_checkpoint=source_dir,
             source_sha256=source_sha256,
-            hooks=JobHooks(self.lease, self.sessions, self.keeper),  # type: ignore[arg-type]
+            hooks=JobHooks(self.lease, self.sessions, self.keeper),
             device=self.settings.device,
             download=self.settings.download,
             resume_every_seconds=self.settings.resume_every_seconds,
