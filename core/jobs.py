@@ -263,15 +263,28 @@ def claim_job(
 
 
 def lost_reason(
-    attempts: int, worker: str | None, lease_expired_at: datetime | None, max_attempts: int
+    attempts: int,
+    worker: str | None,
+    lease_expired_at: datetime | None,
+    max_attempts: int,
+    *,
+    kernel_log: str | None = None,
 ) -> str:
-    """The error of a job whose leases kept running out: what is known, and where to look."""
+    """The error of a job whose leases kept running out: what is known, and where to look. When the
+    last worker ran on this machine and the kernel killed it for lack of memory, that is said;
+    `kernel_log` None reads this machine's log (core.recovery.oom_kill)."""
+    from core.recovery import oom_kill, oom_note  # core.recovery imports this module
+
     when = lease_expired_at.isoformat(timespec="seconds") if lease_expired_at else "unknown"
-    return (
+    lost = (
         f"the lease of each of its {attempts} attempt(s) ran out before the job ended (last held by "
         f"{worker or 'an unknown worker'}, lease expired at {when} UTC); gave up after "
-        f"TRANSFERLAB_MAX_ATTEMPTS={max_attempts}. That worker's log says why it stopped renewing."
+        f"TRANSFERLAB_MAX_ATTEMPTS={max_attempts}. "
     )
+    kill = oom_kill(worker, lease_expired_at, kernel_log)
+    if kill is None:
+        return lost + "That worker's log says why it stopped renewing."
+    return lost + oom_note(kill, (worker or "").rpartition(":")[0])
 
 
 def renew_lease(session: Session, lease: Lease, *, lease_seconds: float, now: datetime | None = None) -> bool:

@@ -42,14 +42,20 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(25_000_000, ge=64, description="Largest image (width x height) accepted.")
     max_files_per_request: int = Field(64, ge=1, le=1024, description="Images per /predict request.")
     model_cache_size: int = Field(4, ge=1, le=64, description="Loaded checkpoints kept by the API.")
-    # ---- /predict cost (service/routes/predict.py, service/inference.py)
+    # ---- /predict cost (service/predict_limits.py; used by service/routes/predict.py, service/inference.py)
+    # 2**20: 64 files at 128 px, 20 at 224, 4 at 512 (vgg11_bn: 2.4-6 s of CPU on 2 cores; the old
+    # 16e6 let one 5 KB request cost 90 s). Larger batches are split into several requests.
     max_predict_input_pixels: int = Field(
-        16_000_000,
+        1_048_576,
         ge=1024,
-        description="Per /predict request: files x the checkpoint's input pixels (side squared).",
+        description="Per /predict request: files x the checkpoint's input pixels (side squared); 422 above.",
     )
     max_concurrent_predictions: int = Field(
-        8, ge=1, le=256, description="/predict requests served at once; more get 429 with Retry-After."
+        8,
+        ge=1,
+        le=256,
+        description="/predict requests served at once; up to 3x as many more wait up to 2 s, the rest "
+        "get 429 with Retry-After.",
     )
     max_model_loads_per_minute: int = Field(
         12,
@@ -57,22 +63,40 @@ class Settings(BaseSettings):
         le=600,
         description="Checkpoint loads (cache misses) per minute; more get 429 with Retry-After.",
     )
-    # ---- work budgets (core/budgets.py)
+    # ---- work budgets (core/budgets.py; the seed preset's heaviest job is 5.7e14 FLOPs and 1.1 GiB,
+    # all its 73 jobs 4.1e16)
     max_job_work: float = Field(
         1e15,
         gt=0,
-        description="Largest estimated job cost: epochs x training images x input pixels x model factor.",
+        description="Largest estimated job cost in FLOPs: epochs x training images x input pixels x the "
+        "model's training FLOPs a pixel, plus evaluation (422 beyond).",
     )
     max_job_memory_bytes: int = Field(
-        32 * 1024**3,
+        16 * 1024**3,
         ge=2**20,
-        description="Largest estimated peak training memory of one job (batch x pixels).",
+        description="Largest estimated peak training memory of one job: batch x input pixels x the "
+        "model's activation bytes a pixel, plus weights and optimiser state (422 beyond).",
     )
     max_experiment_work: float = Field(
-        1e16, gt=0, description="Largest estimated cost of one experiment, all jobs."
+        5e16, gt=0, description="Largest estimated cost in FLOPs of one experiment's jobs (422 beyond)."
     )
     max_active_jobs: int = Field(
-        1000, ge=1, description="Queued plus running jobs in total; more get 429 with Retry-After."
+        1000,
+        ge=1,
+        description="Queued plus running jobs in total, with the fine-tunes of experiments still "
+        "pre-training; more get 429 with Retry-After.",
+    )
+    job_time_limit_flops_per_second: float = Field(
+        5e9,
+        gt=0,
+        description="The slowest worker's training speed the time limit assumes (2 busy CPU cores "
+        "measured 13-72 GFLOP/s): a job may run its estimated work / this x the factor.",
+    )
+    job_time_limit_factor: float = Field(
+        2.0, gt=0, description="Safety factor of the time limit; a job past it fails, not retried."
+    )
+    job_time_limit_min_seconds: float = Field(
+        600.0, gt=0, description="No job's time limit is shorter than this."
     )
     max_attempts: int = Field(3, ge=1, le=20, description="Starts per job before a dying worker fails it.")
     heartbeat_seconds: float = Field(10.0, gt=0, description="How often a worker renews its job's lease.")

@@ -89,6 +89,8 @@ def precompute(source: ImageSource, batch_size: int, should_stop: StopCheck) -> 
         index = torch.arange(start, min(start + batch_size, len(source)), device=source.device)
         parts.append(source.batch(index, None)[0])
         stop_if_asked(should_stop)
+    if not parts:  # an empty split (val_fraction 0): no rows, but outputs of the prefix's shape
+        parts.append(source.batch(torch.arange(0, device=source.device), None)[0])
     return TensorSource(torch.cat(parts), source.labels)
 
 

@@ -104,6 +104,24 @@ BLOCK_COUNTS = {
 }
 
 
+# The smallest input side each trains at (measured: a forward and backward pass at batch 2): vgg11_bn's
+# five 2x2 max-pools need 32 px, the others reach 1x1 features at 16 px (the spec's own minimum).
+MIN_IMAGE_SIZES = {
+    Architecture.simple_cnn: 16,
+    Architecture.resnet18: 16,
+    Architecture.mobilenet_v3_small: 16,
+    Architecture.vgg11_bn: 32,
+}
+
+
+def check_image_size(architecture: str, image_size: int) -> None:
+    smallest = MIN_IMAGE_SIZES[Architecture(architecture)]
+    if image_size < smallest:
+        raise SpecError(
+            "data.image_size", f"{architecture} needs an input of at least {smallest} px; got {image_size}"
+        )
+
+
 def block_count(architecture: str) -> int:
     try:
         return BLOCK_COUNTS[Architecture(architecture)]

@@ -59,14 +59,17 @@ class Precision(StrEnum):
 
 class _Strict(BaseModel):
     # Unknown fields are errors: a typo like "learning_rate" must not silently train at the default.
-    model_config = ConfigDict(extra="forbid", use_enum_values=False)
+    # NaN and Infinity (JSON readers accept them) are refused as what they are, not as out of bounds.
+    model_config = ConfigDict(extra="forbid", use_enum_values=False, allow_inf_nan=False)
 
 
 class Hyperparameters(_Strict):
     """How to train. Every field has a default that works for a quick run."""
 
     epochs: int = Field(10, ge=1, le=1000, description="Passes over the training split.")
-    batch_size: int = Field(128, ge=1, le=4096, description="Images per optimiser step.")
+    # At least 2: BatchNorm cannot train on one image when a feature map is 1x1 (resnet18 at 32 px and
+    # below raised "Expected more than 1 value per channel"; found by test_accepted_specs_train).
+    batch_size: int = Field(128, ge=2, le=4096, description="Images per optimiser step, 2..4096.")
     optimizer: OptimizerName = Field(OptimizerName.adam, description="adam, adamw, rmsprop or sgd.")
     lr: float = Field(
         1e-3,

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.auth import route_path
 from service.errors import send_json_error
 
 # JSON bodies (POST /jobs) are a few hundred bytes; 1 MiB is generous and stops a flood.
@@ -50,8 +51,7 @@ class BodyLimitMiddleware:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        path = scope["path"].rstrip("/") or "/"
-        limit = self.limits.get(path, self.default_limit)()
+        limit = self.limits.get(route_path(scope), self.default_limit)()  # /predict under --root-path too
 
         declared = _content_length(scope)
         if declared is not None and declared > limit:

@@ -36,6 +36,9 @@ async def predictor_cache_dependency() -> PredictorCache:
 SessionDep = Annotated[Session, Depends(get_db)]
 SettingsDep = Annotated[Settings, Depends(settings_dependency)]
 
+MAX_SKIP = 2**31 - 1
+"""Largest `skip` of a list route: more is a 422, not an OFFSET the database cannot hold (a 500)."""
+
 _bearer = HTTPBearer(
     auto_error=False,
     description="Needed on every route but health and docs when TRANSFERLAB_API_TOKEN is set.",

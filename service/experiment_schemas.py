@@ -26,7 +26,7 @@ class ExperimentJobPublic(BaseModel):
     status: JobStatus = Field(description="queued, running, succeeded, failed or cancelled.")
     progress: float = Field(description="Share of its training steps done, 0..1.")
     current_epoch: int = Field(description="Last finished epoch (1-based); 0 before the first.")
-    error: str | None = Field(description="Why it failed; null otherwise.")
+    error: str | None = Field(description="Why it failed; null otherwise (server paths redacted).")
 
 
 class ExperimentLinks(BaseModel):
@@ -44,7 +44,7 @@ class ExperimentSummary(BaseModel):
     dataset: str = Field(description="Target data set of the fine-tunes.")
     architecture: str = Field(description="Model architecture (the pre-train's).")
     pretrain_job: str | None = Field(description="Id of the pre-train job (made here or reused).")
-    error: str | None = Field(description="Why it failed or stopped; null otherwise.")
+    error: str | None = Field(description="Why it failed or stopped; null otherwise (server paths redacted).")
     job_counts: dict[str, int] = Field(description="Its jobs by status (the reused pre-train excluded).")
     progress: float = Field(description="Mean progress of its jobs, 0..1 (fine-tunes count once made).")
     created_at: datetime = Field(description="When it was posted (UTC).")

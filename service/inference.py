@@ -2,7 +2,9 @@
 
 A checkpoint is loaded once (sha256 checked against the database's copy, safetensors only) and
 then answers every /predict for it until it is evicted. Two requests for the same uncached
-checkpoint load it once; requests for other checkpoints are not held up by that load.
+checkpoint load it once; requests for other checkpoints are not held up by that load. Loads (each
+re-hashes and reads the weights: 2.1 s of CPU for vgg11_bn's 491 MB) are limited to
+TRANSFERLAB_MAX_MODEL_LOADS_PER_MINUTE; past it a miss is refused with 429, a hit never is.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.settings import get_settings
 from service.lru import LRU
+from service.predict_limits import LoadRate, rows_per_forward
 
 if TYPE_CHECKING:  # engine.predict imports torch; the app imports this module at start.
     from engine.predict import Predictor
@@ -41,7 +44,8 @@ def _load(directory: Path, sha256: str) -> ServedModel:
     from service.microbatch import MicroBatcher
 
     predictor = Predictor.load(directory, expected_sha256=sha256, device="cpu")
-    return ServedModel(predictor, MicroBatcher(predictor.forward))
+    rows = rows_per_forward(predictor.input_spec.image_size)  # a pass's memory grows with its pixels
+    return ServedModel(predictor, MicroBatcher(predictor.forward, max_batch=rows))
 
 
 def _close(item: Any) -> None:
@@ -50,9 +54,10 @@ def _close(item: Any) -> None:
 
 
 class PredictorCache:
-    def __init__(self, capacity: int, loader: Loader = _load):
+    def __init__(self, capacity: int, loader: Loader = _load, load_rate: LoadRate | None = None):
         self.capacity = capacity
         self._loader = loader
+        self.load_rate = load_rate  # None: loads are not limited
         self._items = LRU(capacity, on_evict=_close)
         self._lock = threading.Lock()  # guards _loading and the counters
         self._loading: dict[tuple[str, str], threading.Lock] = {}
@@ -67,7 +72,8 @@ class PredictorCache:
         return item
 
     def get(self, checkpoint_id: str, directory: Path, sha256: str) -> Any:
-        """The loaded model (a ServedModel by default); CheckpointError when the file fails its check."""
+        """The loaded model (a ServedModel by default); CheckpointError when the file fails its check,
+        Busy (429) when a miss would load more than the load rate allows."""
         key = (checkpoint_id, sha256)  # a re-recorded sha256 is a different checkpoint
         if (item := self._hit(key)) is not None:
             return item
@@ -77,6 +83,8 @@ class PredictorCache:
             if (item := self._hit(key)) is not None:  # another thread loaded it while we waited
                 return item
             try:
+                if self.load_rate is not None:
+                    self.load_rate.take()  # a failed load counts too: it hashed the file
                 item = self._loader(directory, sha256)
             finally:  # a failed load is not kept: the next request tries again
                 with self._lock:
@@ -97,5 +105,7 @@ class PredictorCache:
 
 @lru_cache
 def get_predictor_cache() -> PredictorCache:
-    """One cache per process, sized by TRANSFERLAB_MODEL_CACHE_SIZE (tests call cache_clear())."""
-    return PredictorCache(get_settings().model_cache_size)
+    """One cache per process, sized by TRANSFERLAB_MODEL_CACHE_SIZE, loading at most
+    TRANSFERLAB_MAX_MODEL_LOADS_PER_MINUTE (tests call cache_clear())."""
+    settings = get_settings()
+    return PredictorCache(settings.model_cache_size, load_rate=LoadRate(settings.max_model_loads_per_minute))

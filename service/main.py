@@ -12,16 +12,23 @@ from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException
 
 from core.settings import get_settings
 from service.auth import TokenMiddleware
 from service.body_limit import BodyLimitMiddleware
 from service.deps import require_token
-from service.routes import artifacts, checkpoints, experiments, health, jobs, predict
+from service.docs_assets import install_docs
+from service.errors import json_safe
+from service.openapi import DATABASE_UNAVAILABLE, install_openapi
+from service.redact import redact
+from service.routes import artifacts, checkpoints, events, experiments, health, jobs, predict
+from service.ui import routes as ui
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +41,8 @@ with any checkpoint.
 Jobs run on Celery workers; `POST /jobs` returns at once with a queued job to poll. When
 `TRANSFERLAB_API_TOKEN` is set, every route but health and docs needs
 `Authorization: Bearer <token>`. Errors are `{"detail": ...}`: a message for 4xx/5xx, and
-FastAPI's list of `{loc, msg, type}` for 422.
+FastAPI's list of `{loc, msg, type, input}` for 422. A body that does not parse (not JSON, not UTF-8,
+broken multipart) is a 400; one that parses but breaks a rule is a 422 naming the field.
 """
 
 TAGS = [
@@ -67,7 +75,8 @@ async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
     # The engine imports torch (seconds): do it in the background at start, not in the first
     # finetune or predict request. Importing this module stays fast (`transferlab --help`).
     threading.Thread(target=_import_engine, name="engine-import", daemon=True).start()
-    yield
+    with events.ending_streams_on_exit_signals():  # open event streams must not hold up a shutdown
+        yield
 
 
 def _version() -> str:
@@ -77,23 +86,43 @@ def _version() -> str:
         return "0.0.0+local"
 
 
-async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+# FastAPI's own message when a body cannot be read (JSON that is not UTF-8, broken multipart).
+_FASTAPI_PARSE_ERROR = "There was an error parsing the body"
+_SEND_INSTEAD = "send UTF-8 JSON with Content-Type: application/json (POST /predict: multipart/form-data)"
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)  # registered for that class only
-    # pydantic's message for a body without `kind` names neither the field nor the choices.
-    for error in exc.errors():
+    errors = exc.errors()
+    for error in errors:
+        if error.get("type") == "json_invalid":  # unparsable, not invalid: a 400 like any other
+            reason = error.get("ctx", {}).get("error", "JSON decode error")
+            position = error["loc"][-1]
+            detail = f"the body is not valid JSON ({reason} at character {position}); {_SEND_INSTEAD}"
+            return JSONResponse({"detail": detail}, status_code=400)
+        # pydantic's message for a body without `kind` names neither the field nor the choices.
         if (
             error.get("type") == "union_tag_not_found"
             and error.get("ctx", {}).get("discriminator") == "'kind'"
         ):
             error["loc"] = (*error["loc"], "kind")
             error["msg"] = "Field required: kind must be 'pretrain' or 'finetune'"
-    return await request_validation_exception_handler(request, exc)
+    # The echoed input is the client's own, but may hold what JSON cannot (NaN, bytes).
+    return JSONResponse({"detail": jsonable_encoder(json_safe(errors))}, status_code=422)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)  # registered for that class only
+    if exc.status_code == 400 and exc.detail == _FASTAPI_PARSE_ERROR:
+        exc.detail = f"the body could not be parsed; {_SEND_INSTEAD}"
+    elif isinstance(exc.detail, str):  # messages may quote an exception: a path, a broker's host
+        exc.detail = redact(exc.detail)
+    return await http_exception_handler(request, exc)
 
 
 async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
-    log.error("database error: %s", exc)
-    reason = (str(getattr(exc, "orig", exc)).strip().splitlines() or [""])[0][:200]
-    return JSONResponse({"detail": f"database unavailable: {reason}; retry later"}, status_code=503)
+    log.error("database error: %s", exc)  # the reason (host, port, file) is for the log only
+    return JSONResponse({"detail": "database unavailable; retry later"}, status_code=503)
 
 
 async def _internal_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -108,22 +137,26 @@ def create_app() -> FastAPI:
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=_lifespan,
+        docs_url=None,  # served by install_docs, with the assets from the package (no CDN)
+        redoc_url=None,
     )
     # A too-large upload is refused before any of it is read, and (added last, so outermost) a
     # request without the token before anything else happens.
     app.add_middleware(BodyLimitMiddleware, limits={"/predict": lambda: get_settings().max_upload_bytes})
     app.add_middleware(TokenMiddleware, token=lambda: get_settings().api_token)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(Exception, _internal_error)
 
     authenticated = [Depends(require_token)]
     app.include_router(health.router)
-    app.include_router(jobs.router, dependencies=authenticated)
-    app.include_router(checkpoints.router, dependencies=authenticated)
-    app.include_router(predict.router, dependencies=authenticated)
-    app.include_router(experiments.router, dependencies=authenticated)
-    app.include_router(artifacts.router, dependencies=authenticated)
+    for router in (jobs.router, checkpoints.router, predict.router, experiments.router, artifacts.router):
+        app.include_router(router, dependencies=authenticated, responses=DATABASE_UNAVAILABLE)
+    app.include_router(events.router, dependencies=authenticated)  # documents its own JSON errors
+    install_openapi(app, token=lambda: get_settings().api_token)
+    install_docs(app)
+    ui.install(app)  # the dashboard at /ui (service/ui)
     return app
 
 

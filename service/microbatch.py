@@ -24,6 +24,9 @@ _STOP = None  # the queue's end-of-work marker (close)
 
 
 class MicroBatcher:
+    """max_batch: rows in one forward pass; a request's own batch may not be larger (the route sends
+    at most that many at a time), and requests are never split between passes."""
+
     def __init__(self, forward: Forward, max_wait_seconds: float = 0.005, max_batch: int = 128):
         self.forward = forward
         self.max_wait = max_wait_seconds
@@ -69,12 +72,15 @@ class MicroBatcher:
         self._queue.put(_STOP)
 
     def _serve(self) -> None:
+        carried: tuple[torch.Tensor, Future] | None = None  # did not fit the last pass: starts the next
         while True:
-            first = self._queue.get()
+            first = carried if carried is not None else self._queue.get()
             if first is None:
                 return
-            with self._lock:  # collecting counts as running: later arrivals join this batch
-                self._running += 1
+            if carried is None:
+                with self._lock:  # collecting counts as running: later arrivals join this batch
+                    self._running += 1
+            carried = None
             items = [first]
             rows = items[0][0].shape[0]
             deadline = time.monotonic() + self.max_wait
@@ -91,6 +97,11 @@ class MicroBatcher:
                     continue
                 if item is None:
                     self._queue.put(_STOP)  # finish this batch first, then stop
+                    break
+                if rows + item[0].shape[0] > self.max_batch:
+                    carried = item  # a pass's memory grows with its rows: never past max_batch
+                    with self._lock:
+                        self._running += 1  # the next pass is already on its way
                     break
                 items.append(item)
                 rows += item[0].shape[0]

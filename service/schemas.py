@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core.models import JobStatus
 from core.requests import FinetuneJobCreate, JobCreate, PretrainJobCreate
+from service.redact import redact_optional
 
 # ---------------------------------------------------------------- errors
 
@@ -49,7 +50,9 @@ class JobPublic(BaseModel):
         description="Times a worker has started this job (a retry after a lost worker adds one)."
     )
     cancel_requested: bool = Field(description="A cancel was asked for while the job was running.")
-    error: str | None = Field(description="Why the job failed; null otherwise.")
+    error: str | None = Field(
+        description="Why the job failed; null otherwise. Server paths and hosts in it are redacted."
+    )
     worker: str | None = Field(description="Worker that ran (or runs) the job.")
     device: str | None = Field(description="Device it trained on, e.g. cuda:0 or cpu.")
     precision: str | None = Field(
@@ -79,7 +82,7 @@ class JobPublic(BaseModel):
             current_epoch=job.current_epoch,
             attempts=job.attempts,
             cancel_requested=job.cancel_requested,
-            error=job.error,
+            error=redact_optional(job.error),
             worker=job.worker,
             device=job.device,
             precision=job.precision,

@@ -1,15 +1,17 @@
 """One thread per running job: it renews the job's lease every heartbeat and polls for a cancel.
 
 The training thread only reads `should_stop()`, which does no I/O: the thread has already decided.
-It stops the run for one of three reasons (`StopReason`): the API asked (`cancel`), the lease no
+It stops the run for one of four reasons (`StopReason`): the API asked (`cancel`), the lease no
 longer holds (`lost`: taken over, reaped, or not renewed before it ran out, for example while the
-database was unreachable), or this worker is shutting down (`shutdown`).
+database was unreachable), this worker is shutting down (`shutdown`), or the attempt has run past
+the time limit it was given with `limit_time` (`time_limit`, core.budgets.time_limit).
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +30,7 @@ class StopReason(enum.StrEnum):
     cancel = "cancel"
     lost = "lost"
     shutdown = "shutdown"
+    time_limit = "time_limit"
 
 
 class LeaseKeeper:
@@ -50,7 +53,9 @@ class LeaseKeeper:
         self._stop = threading.Event()
         self._reason: StopReason | None = None
         # The claim granted a lease of lease_seconds from now; each renewal moves this on.
-        self._lease_ends = time.monotonic() + lease_seconds
+        self._started = time.monotonic()
+        self._lease_ends = self._started + lease_seconds
+        self._deadline = math.inf  # the time limit's end (limit_time)
         self._thread = threading.Thread(target=self._run, name=f"lease-{lease.job_id}", daemon=True)
 
     def __enter__(self) -> LeaseKeeper:
@@ -66,7 +71,18 @@ class LeaseKeeper:
             return StopReason.shutdown
         if self._reason is None and time.monotonic() >= self._lease_ends:
             self._reason = StopReason.lost  # not renewed in time: another worker may hold it already
+        if self._reason is None and not self._stop.is_set() and time.monotonic() >= self._deadline:
+            self._decide(StopReason.time_limit)  # a run that already ended is not stopped after the fact
         return self._reason
+
+    @property
+    def elapsed_seconds(self) -> float:
+        """Seconds since this attempt started (the keeper was made right after the claim)."""
+        return time.monotonic() - self._started
+
+    def limit_time(self, seconds: float) -> None:
+        """Stop the run once `seconds` have passed since the attempt started."""
+        self._deadline = self._started + seconds
 
     def should_stop(self) -> bool:
         return self.reason is not None

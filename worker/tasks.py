@@ -8,6 +8,10 @@ again; the next attempt resumes from `runs/<job_id>`, the engine's per-epoch res
 Only the lease's holder writes: epoch rows through the lease, and the checkpoint into an
 attempt-unique temporary folder that the holder renames into place in the transaction of its final
 status. A worker whose lease was taken over stops at its next check and leaves nothing behind.
+
+Each attempt has a time limit from the job's estimated work (core.budgets.time_limit); past it the
+run stops at its next check and the holder fails the job with the limit and the estimate in its
+error. A failed job is never queued again, so the limit is not retried around.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from core import persist
+from core.budgets import TimeLimit, estimate_job, time_limit
 from core.db import get_sessionmaker
 from core.experiments.orchestrate import notify_job_finished
 from core.jobs import ClaimOutcome, Lease, claim_job, finish, release
@@ -174,6 +179,7 @@ class ClaimedRun:
     settings: Settings
     sessions: Callable[[], AbstractContextManager[Session]]
     keeper: LeaseKeeper
+    limit: TimeLimit | None = None  # set by start_time_limit once the spec is read
 
     @property
     def checkpoint_id(self) -> str:
@@ -193,7 +199,8 @@ class ClaimedRun:
         return self.sessions()
 
     def execute(self) -> RunOutcome:
-        spec, source_dir, source_sha256 = self.prepare()
+        spec, architecture, source_dir, source_sha256 = self.prepare()
+        self.start_time_limit(spec, architecture)
         try:
             result = self.train(spec, source_dir, source_sha256)
         except JobCancelled:
@@ -205,21 +212,27 @@ class ClaimedRun:
             return self.stopped(reason or StopReason.lost)
         return self.finish_succeeded(result)
 
-    def prepare(self) -> tuple[PretrainSpec | FinetuneSpec, Path | None, str | None]:
-        """Read the job's spec and, for a fine-tune, where its source checkpoint is."""
+    def prepare(self) -> tuple[PretrainSpec | FinetuneSpec, str, Path | None, str | None]:
+        """Read the job's spec and architecture and, for a fine-tune, where its source checkpoint is."""
         with self._session() as session:
             job = session.get(Job, self.lease.job_id)
             if job is None:
                 raise LookupError(f"job {self.lease.job_id} was deleted while it was claimed")
             spec = parse_spec(job.spec)
             if not isinstance(spec, FinetuneSpec):
-                return spec, None, None
+                return spec, job.architecture, None, None
             row = session.scalar(select(Checkpoint).where(Checkpoint.job_id == job.source_job_id))
             if row is None:
                 raise CheckpointError(
                     f"source job {job.source_job_id} has no checkpoint; fine-tune from a job that succeeded"
                 )
-            return spec, self.settings.checkpoints_dir / row.path, row.sha256
+            return spec, job.architecture, self.settings.checkpoints_dir / row.path, row.sha256
+
+    def start_time_limit(self, spec: PretrainSpec | FinetuneSpec, architecture: str) -> None:
+        """This attempt may run as long as the job's estimated work allows (core.budgets)."""
+        self.limit = time_limit(estimate_job(spec, architecture), self.settings)
+        self.keeper.limit_time(self.limit.seconds)
+        log.info("job %s: time limit %.0f s", self.lease.job_id, self.limit.seconds)
 
     def train(
         self, spec: PretrainSpec | FinetuneSpec, source_dir: Path | None, source_sha256: str | None
@@ -286,7 +299,12 @@ class ClaimedRun:
         return RunOutcome.succeeded
 
     def stopped(self, reason: StopReason) -> RunOutcome:
-        """The run stopped before its end: lost (write nothing), shutdown (hand back), or cancel."""
+        """The run stopped before its end: lost (write nothing), shutdown (hand back), cancel, or
+        past its time limit (failed)."""
+        if reason == StopReason.time_limit and self.limit is not None:
+            error = self.limit.reason(self.keeper.elapsed_seconds)
+            log.error("job %s %s", self.lease.job_id, error)
+            return self.finish_failed(error)
         if reason == StopReason.lost:
             log.warning(
                 "job %s: the lease of %s no longer holds; stopped", self.lease.job_id, self.lease.worker
@@ -314,6 +332,10 @@ class ClaimedRun:
         del exc
         _free_memory()
         self.keeper.stop()
+        return self.finish_failed(error)
+
+    def finish_failed(self, error: str) -> RunOutcome:
+        """The holder fails the job with `error`: a final status, never queued again."""
         with self._session() as session:
             status = finish(session, self.lease, JobStatus.failed, error=error)
             session.commit()

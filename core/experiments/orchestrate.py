@@ -1,6 +1,6 @@
 """An experiment's life: create its jobs, fan out the fine-tunes once the pre-train succeeded, finish.
 
-    experiment = create_experiment(session, request, enqueue)   # POST /experiments
+    experiment = create_experiment(session, request, enqueue, settings)   # POST /experiments
     on_job_finished(session, job_id, enqueue)                    # the worker, after a job ends
     advance_open(session, enqueue)                               # the reaper, every pass
 
@@ -24,7 +24,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
-from core import jobs
+from core import budgets, jobs
 from core.db import get_sessionmaker
 from core.experiments.plan import PlanError, PlannedJob, check_request, plan_finetunes
 from core.experiments.plots import render_experiment_plots, save_experiment_plots
@@ -39,6 +39,7 @@ from core.models import (
     JobStatus,
     utcnow,
 )
+from core.settings import Settings
 from engine.spec import FinetuneSpec, PretrainSpec
 
 log = logging.getLogger(__name__)
@@ -126,9 +127,13 @@ def _job_rows(experiment: Experiment, source: Job, planned: list[PlannedJob]) ->
     return rows
 
 
-def create_experiment(session: Session, request: ExperimentCreate, enqueue: Enqueue) -> Experiment:
-    """Validate, create and enqueue. Raises PlanError (422), SourceNotFound (404), SourceNotUsable
-    (409) before anything is written, and QueueUnavailable (503) when the broker refused a job."""
+def create_experiment(
+    session: Session, request: ExperimentCreate, enqueue: Enqueue, settings: Settings
+) -> Experiment:
+    """Validate, create and enqueue. Raises PlanError and budgets.BudgetExceeded (422),
+    SourceNotFound (404), SourceNotUsable (409) and budgets.QueueFull (429) before anything is
+    written, and QueueUnavailable (503) when the broker refused a job. Call it inside
+    budgets.admitting()."""
     check_request(request)
     source = _source_job(session, request.pretrained_job) if request.pretrained_job else None
     if request.pretrain is not None:
@@ -140,6 +145,8 @@ def create_experiment(session: Session, request: ExperimentCreate, enqueue: Enqu
     # Planned now even when the fine-tunes wait for the pre-train: a bad frozen_blocks is a 422 today,
     # not a failed experiment an hour from now.
     planned = plan_finetunes(request, architecture)
+    new_jobs = budgets.check_experiment(request, planned, architecture, settings)
+    budgets.check_capacity(session, settings, new_jobs)
 
     experiment = Experiment(
         name=request.name,

@@ -6,8 +6,8 @@
 
 A control is the same FinetuneSpec with random_init=True: same strategy, blocks and hyperparameters,
 but the source architecture's weights re-initialised, so its accuracy is what the pre-training did not
-contribute. Every spec is checked with the engine's own rule (validate_finetune) before anything is
-created, so the API never queues a job the worker would refuse.
+contribute. Every spec, the pre-train's too, is checked with the engine's own rules (validate_spec)
+before anything is created, so the API never queues a job the worker would refuse.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def count_jobs(request: ExperimentCreate) -> int:
 
 
 def check_request(request: ExperimentCreate) -> None:
-    """Rules between fields; raises PlanError naming the field. Needs no database and no engine."""
+    """Rules between fields, then the pre-train spec's own (the engine's); raises PlanError naming the
+    field. Needs no database; imports the engine only for a request with a `pretrain`."""
     if (request.pretrain is None) == (request.pretrained_job is None):
         given = "both were given" if request.pretrain is not None else "neither was given"
         raise PlanError(
@@ -98,16 +99,45 @@ def check_request(request: ExperimentCreate) -> None:
             "frozen_blocks, or set controls to false",
             request.sweep.model_dump(mode="json") if request.sweep else None,
         )
+    _check_pretrain(request)
+
+
+def _value_at(request: ExperimentCreate, loc: tuple[str | int, ...]) -> Any:
+    """The request's value at loc (a 422's `input`), or None where there is none."""
+    value: Any = request.model_dump(mode="json")
+    for key in loc:
+        if isinstance(value, dict):
+            value = value.get(key)
+        elif isinstance(value, list) and isinstance(key, int) and key < len(value):
+            value = value[key]
+        else:
+            return None
+    return value
+
+
+def _check_pretrain(request: ExperimentCreate) -> None:
+    """The pre-train spec, when there is one, against the engine's rules (e.g. nesterov without sgd)."""
+    from engine.errors import SpecError
+    from engine.run import validate_spec  # imports torch: only when planning
+
+    if request.pretrain is None:
+        return
+    try:
+        validate_spec(request.pretrain, request.pretrain.model.value)
+    except SpecError as exc:
+        loc = ("pretrain", *exc.field.split("."))
+        raise PlanError(loc, f"pretrain: {exc}", _value_at(request, loc)) from None
 
 
 def plan_finetunes(request: ExperimentCreate, architecture: str) -> list[PlannedJob]:
     """Every fine-tune and control, in a stable order: variant, then grid point, fine-tune first.
 
-    Raises PlanError for what only the architecture can tell (frozen_blocks beyond its blocks, lp_ft
-    with one epoch), with the engine's message.
+    Raises PlanError for what only the engine can tell (frozen_blocks beyond the architecture's blocks,
+    lp_ft with one epoch, nesterov with an optimiser of the sweep other than sgd), with the engine's
+    message.
     """
     from engine.errors import SpecError
-    from engine.run import validate_finetune  # imports torch: only when planning
+    from engine.run import validate_spec  # imports torch: only when planning
 
     base = request.hyperparameters.model_dump()
     jobs: list[PlannedJob] = []
@@ -123,13 +153,13 @@ def plan_finetunes(request: ExperimentCreate, architecture: str) -> list[Planned
                     data=request.data,
                 )
                 try:
-                    validate_finetune(spec, architecture)
+                    validate_spec(spec, architecture)
                 except SpecError as exc:
                     if exc.field == "frozen_blocks" and request.frozen_blocks is not None:
                         loc: tuple[str | int, ...] = ("frozen_blocks", i)
                     else:
                         loc = tuple(exc.field.split("."))
-                    raise PlanError(loc, f"{strategy.value}: {exc}", blocks) from None
+                    raise PlanError(loc, f"{strategy.value}: {exc}", _value_at(request, loc)) from None
                 name = variant_name(strategy, blocks)
                 jobs.append(PlannedJob("finetune", spec, name))
                 if request.controls:

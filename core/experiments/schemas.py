@@ -17,6 +17,7 @@ from core.requests import PretrainJobCreate
 from engine.spec import (
     DataOptions,
     DatasetName,
+    FinetuneSpec,
     Hyperparameters,
     OptimizerName,
     Strategy,
@@ -29,13 +30,13 @@ MAX_EXPERIMENT_JOBS = 128
 MAX_SWEEP_VALUES = 8
 
 
-def _bounded(name: str, python_type: type) -> Any:
-    """The type of Hyperparameters.<name> with its bounds, for one value of a sweep list."""
-    return Annotated[(python_type, *Hyperparameters.model_fields[name].metadata)]
+def _bounded(name: str, python_type: type, model: type[BaseModel] = Hyperparameters) -> Any:
+    """The type of <model>.<name> with its bounds, for one value of a list (a sweep, frozen_blocks)."""
+    return Annotated[(python_type, *model.model_fields[name].metadata)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 def _unique(values: list | None) -> list | None:
@@ -52,7 +53,7 @@ class Sweep(_Strict):
         None, min_length=1, max_length=MAX_SWEEP_VALUES, description="Learning rates, each in (0, 10]."
     )
     batch_size: list[_bounded("batch_size", int)] | None = Field(  # type: ignore[valid-type]
-        None, min_length=1, max_length=MAX_SWEEP_VALUES, description="Batch sizes, each 1..4096."
+        None, min_length=1, max_length=MAX_SWEEP_VALUES, description="Batch sizes, each 2..4096."
     )
     optimizer: list[OptimizerName] | None = Field(
         None, min_length=1, max_length=4, description="Optimisers: adam, adamw, rmsprop, sgd."
@@ -86,11 +87,12 @@ class ExperimentCreate(_Strict):
         max_length=4,
         description="linear, partial, full (the seed's three, the default) and lp_ft.",
     )
-    frozen_blocks: list[int] | None = Field(
+    frozen_blocks: list[_bounded("frozen_blocks", int, FinetuneSpec)] | None = Field(  # type: ignore[valid-type]
         None,
         min_length=1,
         max_length=MAX_SWEEP_VALUES,
-        description="partial: leading blocks to freeze, one variant per value; null = half the blocks.",
+        description="partial: leading blocks to freeze, one variant per value, each 0 or more and within "
+        "the architecture's blocks; null = half the blocks.",
     )
     hyperparameters: Hyperparameters = Field(
         default_factory=Hyperparameters, description="Base hyperparameters of every fine-tune."

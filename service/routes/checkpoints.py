@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from sqlalchemy import func, select
 
 from core.models import Checkpoint
-from service.deps import SessionDep
+from service.deps import MAX_SKIP, SessionDep
 from service.errors import get_or_404
 from service.schemas import CheckpointList, CheckpointPublic, ErrorPublic
 
@@ -18,7 +18,9 @@ router = APIRouter(prefix="/checkpoints", tags=["checkpoints"])
 @router.get("", response_model=CheckpointList)
 def list_checkpoints(
     session: SessionDep,
-    skip: Annotated[int, Query(ge=0, description="Checkpoints to skip (newest first).")] = 0,
+    skip: Annotated[
+        int, Query(ge=0, le=MAX_SKIP, description="Checkpoints to skip (newest first), 0..2147483647.")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=100, description="Checkpoints per page, 1..100.")] = 100,
 ) -> CheckpointList:
     """Checkpoints, newest first, with the total count for paging."""

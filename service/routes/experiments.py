@@ -6,18 +6,19 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, Response, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse
 from sqlalchemy import func, select
 
+from core import budgets
 from core.experiments import orchestrate
 from core.experiments.compare import build_comparison
 from core.experiments.plan import PlanError
 from core.experiments.presets import PRESETS
-from core.experiments.report import build_report, to_html, to_markdown
+from core.experiments.report import Block, Paragraph, build_report, to_html, to_markdown
 from core.experiments.schemas import ExperimentCreate
 from core.models import EXPERIMENT_TERMINAL, TERMINAL_STATUSES, Experiment, Job, JobRole, JobStatus
 from engine.strategies import variant_name
-from service.deps import EnqueueDep, SessionDep, SettingsDep
+from service.deps import MAX_SKIP, EnqueueDep, SessionDep, SettingsDep
 from service.errors import Responses, get_or_404
 from service.experiment_schemas import (
     ExperimentJobPublic,
@@ -26,6 +27,7 @@ from service.experiment_schemas import (
     ExperimentPublic,
     ExperimentSummary,
 )
+from service.redact import redact, redact_optional
 from service.schemas import ErrorPublic
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
@@ -75,7 +77,7 @@ def _summary_fields(experiment: Experiment, jobs: list[Job]) -> dict[str, Any]:
         "dataset": experiment.dataset,
         "architecture": experiment.architecture,
         "pretrain_job": experiment.pretrain_job_id,
-        "error": experiment.error,
+        "error": redact_optional(experiment.error),
         "job_counts": counts,
         "progress": progress / len(jobs) if jobs else 0.0,
         "created_at": experiment.created_at,
@@ -104,7 +106,7 @@ def _job_public(job: Job) -> ExperimentJobPublic:
         status=job.status,
         progress=job.progress,
         current_epoch=job.current_epoch,
-        error=job.error,
+        error=redact_optional(job.error),
     )
 
 
@@ -126,7 +128,11 @@ def _public(session: SessionDep, experiment: Experiment) -> ExperimentPublic:
     responses={
         404: {"model": ErrorPublic, "description": "pretrained_job does not exist."},
         409: {"model": ErrorPublic, "description": "pretrained_job is not a succeeded pretrain job."},
-        503: {"model": ErrorPublic, "description": "The queue refused a job; it was marked failed."},
+        429: {"model": ErrorPublic, "description": "TRANSFERLAB_MAX_ACTIVE_JOBS would be passed."},
+        503: {
+            "model": ErrorPublic,
+            "description": "The queue refused a job (it was marked failed), or the database is unavailable.",
+        },
     },
 )
 def create_experiment(
@@ -134,15 +140,24 @@ def create_experiment(
     session: SessionDep,
     enqueue: EnqueueDep,
     response: Response,
+    settings: SettingsDep,
 ) -> ExperimentPublic:
     """Start a study. With `pretrain`, its pre-train job is queued now and the fine-tunes (each
     strategy variant x sweep point, each with a control) once it succeeds; with `pretrained_job`
     they are queued at once. Returns at once; follow `links.self`."""
     try:
-        experiment = orchestrate.create_experiment(session, request, enqueue)
+        with budgets.admitting():  # the count of active jobs and the rows it admits, one request at a time
+            experiment = orchestrate.create_experiment(session, request, enqueue, settings)
     except PlanError as exc:
         session.rollback()
         raise RequestValidationError([exc.as_error()]) from None
+    except budgets.BudgetExceeded as exc:
+        session.rollback()
+        raise RequestValidationError([exc.as_error()]) from None
+    except budgets.QueueFull as exc:
+        session.rollback()
+        headers = {"Retry-After": str(exc.retry_after_seconds)}
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, detail=str(exc), headers=headers) from None
     except orchestrate.SourceNotFound as exc:
         session.rollback()
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
@@ -158,7 +173,9 @@ def create_experiment(
 @router.get("", response_model=ExperimentList)
 def list_experiments(
     session: SessionDep,
-    skip: Annotated[int, Query(ge=0, description="Experiments to skip (newest first).")] = 0,
+    skip: Annotated[
+        int, Query(ge=0, le=MAX_SKIP, description="Experiments to skip (newest first), 0..2147483647.")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=100, description="Experiments per page, 1..100.")] = 100,
 ) -> ExperimentList:
     """Experiments, newest first, with the total count for paging."""
@@ -203,11 +220,14 @@ def cancel_experiment(session: SessionDep, experiment_id: str) -> ExperimentPubl
 
 @router.get(
     "/{experiment_id}/report",
-    response_class=PlainTextResponse,
+    response_class=Response,  # no media type of its own: each status below says its content type
     responses={
         200: {
-            "content": {"text/markdown": {}, "text/html": {}},
-            "description": "The report: Markdown (plots linked) or HTML (plots embedded).",
+            "content": {
+                "text/markdown": {"schema": {"type": "string"}},
+                "text/html": {"schema": {"type": "string"}},
+            },
+            "description": "The report: Markdown (plots linked), or with ?format=html HTML (plots embedded).",
         },
         **NOT_FOUND,
         409: {"model": ErrorPublic, "description": "The experiment has not ended yet."},
@@ -232,7 +252,18 @@ def get_report(
             detail=f"experiment {experiment_id!r} is {experiment.status} ({ended} of {len(jobs)} jobs "
             f"ended so far); the report is ready when it ends. Follow GET /experiments/{experiment_id}.",
         )
-    blocks = build_report(session, experiment)
+    blocks = _report_blocks(session, experiment)
     if format == "html":
         return HTMLResponse(to_html(blocks, experiment.name, settings))
     return Response(to_markdown(blocks), media_type="text/markdown; charset=utf-8")
+
+
+def _report_blocks(session: SessionDep, experiment: Experiment) -> list[Block]:
+    """The report, its quote of the experiment's error (a pre-train's may name a server path) redacted."""
+    blocks = build_report(session, experiment)
+    if experiment.error:
+        shown = redact(experiment.error)
+        for block in blocks:
+            if isinstance(block, Paragraph):
+                block.text = block.text.replace(experiment.error, shown)
+    return blocks

@@ -9,10 +9,11 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
+from core import budgets
 from core.jobs import CancelOutcome, cancel, create_and_send
 from core.models import Cost, EpochMetric, Evaluation, Job, JobStatus
 from engine.spec import PretrainSpec
-from service.deps import EnqueueDep, SessionDep
+from service.deps import MAX_SKIP, EnqueueDep, SessionDep, SettingsDep
 from service.errors import Responses, get_or_404, not_found
 from service.schemas import (
     ErrorPublic,
@@ -21,6 +22,7 @@ from service.schemas import (
     JobList,
     JobPublic,
     MetricsPublic,
+    PretrainJobCreate,
 )
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -79,29 +81,28 @@ def _check_source(session: SessionDep, job_in: FinetuneJobCreate) -> Job:
             + ("" if source.status != JobStatus.succeeded else " but has no checkpoint")
             + "; fine-tuning needs a succeeded job with a checkpoint",
         )
-    # What the spec's own bounds cannot see (frozen_blocks against the source model's blocks,
-    # lp_ft's two phases): the engine's rule, so the API never queues a job the worker refuses.
-    from engine.errors import SpecError
-    from engine.run import validate_finetune  # imports torch: only on this path
+    _check_spec(job_in, source.architecture)
+    return source
 
+
+def _check_spec(job_in: PretrainJobCreate | FinetuneJobCreate, architecture: str) -> None:
+    """The engine's own rules for what the spec's bounds cannot see (frozen_blocks against the model's
+    blocks, lp_ft's two phases, nesterov without sgd): a 422 naming the field, so that a 202 means the
+    worker accepts the spec."""
+    from engine.errors import SpecError
+    from engine.run import validate_spec  # imports torch: only on this path
+
+    body = job_in.model_dump(mode="json")
+    spec = job_in.to_spec() if isinstance(job_in, FinetuneJobCreate) else PretrainSpec.model_validate(body)
     try:
-        validate_finetune(job_in.to_spec(), source.architecture)
+        validate_spec(spec, architecture)
     except SpecError as exc:
         path = exc.field.split(".")
-        value: Any = job_in.model_dump(mode="json")
+        value: Any = body
         for key in path:
             value = value.get(key) if isinstance(value, dict) else None
-        raise RequestValidationError(
-            [
-                {
-                    "type": "value_error",
-                    "loc": ("body", "finetune", *path),
-                    "msg": str(exc),
-                    "input": value,
-                }
-            ]
-        ) from None
-    return source
+        error = {"type": "value_error", "loc": ("body", job_in.kind, *path), "msg": str(exc), "input": value}
+        raise RequestValidationError([error]) from None
 
 
 @router.post(
@@ -111,9 +112,10 @@ def _check_source(session: SessionDep, job_in: FinetuneJobCreate) -> Job:
     responses={
         404: {"model": ErrorPublic, "description": "finetune: the source job does not exist."},
         409: {"model": ErrorPublic, "description": "finetune: the source job has not succeeded."},
+        429: {"model": ErrorPublic, "description": "TRANSFERLAB_MAX_ACTIVE_JOBS are queued or running."},
         503: {
             "model": ErrorPublic,
-            "description": "The queue is unreachable; the job was marked failed.",
+            "description": "The queue is unreachable (the job was marked failed), or the database is.",
         },
     },
 )
@@ -122,6 +124,7 @@ def create_job(
     session: SessionDep,
     enqueue: EnqueueDep,
     response: Response,
+    settings: SettingsDep,
 ) -> JobPublic:
     """Queue a pretrain or finetune run. Returns at once with the queued job; follow its `links`."""
     if isinstance(job_in, FinetuneJobCreate):
@@ -136,6 +139,7 @@ def create_job(
             spec=finetune.model_dump(mode="json"),
         )
     else:
+        _check_spec(job_in, job_in.model.value)
         pretrain = PretrainSpec.model_validate(job_in.model_dump())
         job = Job(
             kind="pretrain",
@@ -144,7 +148,19 @@ def create_job(
             strategy=None,
             spec=pretrain.model_dump(mode="json"),
         )
-    if create_and_send(session, [job], enqueue):  # never leave a job queued that no worker will receive
+    try:  # its estimated work and memory, within the TRANSFERLAB_MAX_JOB_* limits
+        budgets.check_job(budgets.estimate_job(job_in, job.architecture), settings)
+    except budgets.BudgetExceeded as exc:
+        raise RequestValidationError([exc.as_error(job_in.kind)]) from None
+    with budgets.admitting():
+        try:
+            budgets.check_capacity(session, settings, new_jobs=1)
+        except budgets.QueueFull as exc:
+            session.rollback()
+            headers = {"Retry-After": str(exc.retry_after_seconds)}
+            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, detail=str(exc), headers=headers) from None
+        lost = create_and_send(session, [job], enqueue)
+    if lost:  # never leave a job queued that no worker will receive
         session.refresh(job)
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -164,7 +180,9 @@ def list_jobs(
         JobStatus | None, Query(alias="status", description="Only jobs in this status.")
     ] = None,
     kind: Annotated[Literal["pretrain", "finetune"] | None, Query(description="Only this kind.")] = None,
-    skip: Annotated[int, Query(ge=0, description="Jobs to skip (newest first).")] = 0,
+    skip: Annotated[
+        int, Query(ge=0, le=MAX_SKIP, description="Jobs to skip (newest first), 0..2147483647.")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=100, description="Jobs per page, 1..100.")] = 100,
 ) -> JobList:
     """Jobs, newest first, with the total count for paging."""
@@ -224,11 +242,20 @@ def cancel_job(session: SessionDep, job_id: str, response: Response) -> JobPubli
 
 
 @router.get("/{job_id}/metrics", response_model=MetricsPublic, responses=NOT_FOUND)
-def get_metrics(session: SessionDep, job_id: str) -> MetricsPublic:
-    """Loss and accuracy per epoch and phase (so far, while running), then evaluation and cost."""
+def get_metrics(
+    session: SessionDep,
+    job_id: str,
+    since_epoch: Annotated[
+        int, Query(ge=0, le=1000, description="Only epochs after this one (polling: the last one you have).")
+    ] = 0,
+) -> MetricsPublic:
+    """Loss and accuracy per epoch and phase (so far, while running), then evaluation and cost.
+    Polling a running job: pass `since_epoch` (or follow GET /jobs/{id}/events instead)."""
     _get_job(session, job_id)
     epochs = session.scalars(
-        select(EpochMetric).where(EpochMetric.job_id == job_id).order_by(EpochMetric.epoch, EpochMetric.phase)
+        select(EpochMetric)
+        .where(EpochMetric.job_id == job_id, EpochMetric.epoch > since_epoch)
+        .order_by(EpochMetric.epoch, EpochMetric.phase)
     ).all()
     evaluation = session.get(Evaluation, job_id)
     cost = session.get(Cost, job_id)

@@ -1,14 +1,20 @@
 """Predict: classify uploaded PNG/JPEG images with any trained checkpoint.
 
 A sync route, so FastAPI runs it in its threadpool: decoding and the forward pass are CPU-bound and
-must not block the event loop.
+must not block the event loop. What a request may cost is checked cheapest first, and before the work
+it bounds: the file count (413), the model-input pixels (422), a prediction slot (429), every file's
+header (415/413), a load if the checkpoint is not cached (429 past the load rate); then the files
+are decoded one at a time, in groups of at most one forward pass; those over a megapixel by one
+thread for the whole process.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Annotated
+from functools import partial
+from pathlib import Path
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, HTTPException, Response, UploadFile, status
 from fastapi.exceptions import RequestValidationError
@@ -17,10 +23,12 @@ from core.models import Checkpoint, Job
 from engine.errors import CheckpointError
 from service.deps import PredictorCacheDep, SessionDep, SettingsDep
 from service.errors import get_or_404
+from service.inference import PredictorCache
 from service.lru import LRU
+from service.predict_limits import PredictionSlotsDep, check_input_budget, decoding
 from service.schemas import ErrorPublic, PredictionPublic, PredictionResponse, TopPrediction
 from service.server_timing import ServerTiming
-from service.uploads import ALLOWED_TYPES, check_uploads, decode, pixel_batches
+from service.uploads import ALLOWED_TYPES, CheckedUpload, check_uploads, decode
 
 router = APIRouter(tags=["predict"])
 log = logging.getLogger(__name__)
@@ -59,7 +67,14 @@ class CheckpointRef:
     id: str
     path: str
     sha256: str
+    image_size: int  # the model's input side: what each file costs the forward pass
 
+
+VALIDATION_ERRORS = (
+    "Not exactly one of checkpoint and job; files x the checkpoint's input pixels over "
+    "TRANSFERLAB_MAX_PREDICT_INPUT_PIXELS (loc `files`, checked before any file is opened); or a file "
+    "that cannot be decoded (loc `files`, its position)."
+)
 
 # Checkpoint rows by ("checkpoint", id) or ("job", id). A checkpoint row never changes once written (a
 # job writes it once, when it succeeds), so a found one is kept: the SQLite lookup was 0.7 ms of a
@@ -70,6 +85,8 @@ _known_checkpoints = LRU(capacity=4096)
 @router.post(
     "/predict",
     response_model=PredictionResponse,
+    # Merged into FastAPI's own 422 (its list of {loc, msg, type}), which `responses` would replace.
+    openapi_extra={"responses": {"422": {"description": VALIDATION_ERRORS}}},
     responses={
         200: {
             "headers": {
@@ -83,9 +100,21 @@ _known_checkpoints = LRU(capacity=4096)
         409: {"model": ErrorPublic, "description": "The job has no checkpoint (yet)."},
         413: {
             "model": ErrorPublic,
-            "description": "Body, file count or image pixels over the limit.",
+            "description": "Body, file count, image pixels or a PNG's metadata over the limit.",
         },
         415: {"model": ErrorPublic, "description": f"A file is not an image ({ALLOWED_TYPES})."},
+        429: {
+            "model": ErrorPublic,
+            "description": "TRANSFERLAB_MAX_CONCURRENT_PREDICTIONS requests are already being served, "
+            "or this uncached checkpoint would be one load more than "
+            "TRANSFERLAB_MAX_MODEL_LOADS_PER_MINUTE; retry after `Retry-After` seconds.",
+            "headers": {
+                "Retry-After": {
+                    "description": "Seconds to wait before retrying.",
+                    "schema": {"type": "integer"},
+                }
+            },
+        },
         500: {
             "model": ErrorPublic,
             "description": "The checkpoint failed its sha256 check; not loaded.",
@@ -96,9 +125,13 @@ def predict(
     session: SessionDep,
     settings: SettingsDep,
     cache: PredictorCacheDep,
+    slots: PredictionSlotsDep,
     files: Annotated[
         list[UploadFile],
-        File(description=f"One or more images ({ALLOWED_TYPES}) of any mode, within the size limits."),
+        File(
+            min_length=1,
+            description=f"One or more images ({ALLOWED_TYPES}) of any mode, within the size limits.",
+        ),
     ],
     checkpoint: Annotated[
         str | None,
@@ -130,12 +163,24 @@ def predict(
     row = _known_checkpoints.get(key)
     if row is None:
         found = _find_checkpoint(session, checkpoint, job)
-        row = _known_checkpoints.put(key, CheckpointRef(found.id, found.path, found.sha256))
+        side = int(found.input_spec["image_size"])
+        row = _known_checkpoints.put(key, CheckpointRef(found.id, found.path, found.sha256, side))
     session.close()  # the row's fields are loaded; don't hold a pooled connection through inference
-    # Every header is checked (415/413) before the model is loaded or a pixel decoded.
-    uploads = check_uploads([(f.filename, f.file) for f in files], settings.max_image_pixels)
+    check_input_budget(len(files), row.image_size, settings.max_predict_input_pixels)
+    with slots.hold():
+        # Every header is checked (415/413) before the model is loaded or a pixel decoded.
+        uploads = check_uploads([(f.filename, f.file) for f in files], settings.max_image_pixels)
+        served = _served(cache, row, settings.checkpoints_dir)
+        predictions = _classify(served, uploads, timing)
+    # Serialised here, not by FastAPI: for a sync route FastAPI validates a returned model again, in a
+    # second threadpool hop (each hop is a thread wake-up, slow on 2 busy cores). The model is built
+    # from validated parts, and `response_model` above still documents it.
+    body = PredictionResponse(checkpoint=row.id, predictions=predictions).model_dump_json()
+    return Response(body, media_type="application/json", headers={"Server-Timing": timing.header()})
 
-    root = settings.checkpoints_dir
+
+def _served(cache: PredictorCache, row: CheckpointRef, root: Path) -> Any:
+    """The loaded checkpoint; 500 when its path or its sha256 is wrong, 429 past the load rate."""
     directory = (root / row.path).resolve()
     if not directory.is_relative_to(root):
         raise HTTPException(
@@ -143,7 +188,7 @@ def predict(
             detail=f"checkpoint {row.id}: its recorded path leaves the checkpoints folder; not loaded",
         )
     try:
-        served = cache.get(row.id, directory, row.sha256)
+        return cache.get(row.id, directory, row.sha256)
     except CheckpointError as exc:
         log.error("checkpoint %s refused: %s", row.id, exc)
         raise HTTPException(
@@ -151,26 +196,38 @@ def predict(
             detail=f"checkpoint {row.id} cannot be used and was not loaded: {exc}",
         ) from None
 
+
+def _classify(served: Any, uploads: list[CheckedUpload], timing: ServerTiming) -> list[PredictionPublic]:
+    """Decode, prepare and classify the files in groups of at most one forward pass."""
     predictor = served.predictor
+    rows = served.batcher.max_batch
     predictions: list[PredictionPublic] = []
     with served.batcher.request() as request:  # concurrent requests share one forward pass
-        for group in pixel_batches(uploads, settings.max_image_pixels):
+        for start in range(0, len(uploads), rows):
+            group = uploads[start : start + rows]
             with timing("prepare"):
-                images = [decode(upload) for upload in group]
-                try:
-                    inputs = predictor.prepare(images)
-                finally:
-                    for image in images:
-                        image.close()
+                inputs = _prepare(predictor, group)
             with timing("model"):
                 probabilities = request.submit(inputs)
             results = predictor.decode(probabilities, top_k=TOP_K)
             predictions += _public(group, results)
-    # Serialised here, not by FastAPI: for a sync route FastAPI validates a returned model again, in a
-    # second threadpool hop (each hop is a thread wake-up, slow on 2 busy cores). The model is built
-    # from validated parts, and `response_model` above still documents it.
-    body = PredictionResponse(checkpoint=row.id, predictions=predictions).model_dump_json()
-    return Response(body, media_type="application/json", headers={"Server-Timing": timing.header()})
+    return predictions
+
+
+def _prepare(predictor: Any, group: list[CheckedUpload]) -> Any:
+    """Model inputs for the group: each file is decoded, prepared and closed before the next opens
+    (a large one in the process's decoding thread)."""
+    import torch  # imported with the model; the app itself starts without it
+
+    return torch.cat([decoding(upload.pixels, partial(_prepare_one, predictor, upload)) for upload in group])
+
+
+def _prepare_one(predictor: Any, upload: CheckedUpload) -> Any:
+    image = decode(upload)
+    try:
+        return predictor.prepare([image])
+    finally:
+        image.close()
 
 
 def _public(group, results) -> list[PredictionPublic]:

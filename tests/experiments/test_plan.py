@@ -124,6 +124,39 @@ def test_lp_ft_with_one_epoch_names_the_epochs_field():
     assert caught.value.loc == ("hyperparameters", "epochs")
 
 
+def test_a_plan_error_echoes_the_value_of_the_field_it_names():
+    with pytest.raises(PlanError) as caught:
+        plan_finetunes(request(strategies=["lp_ft"], hyperparameters={"epochs": 1}), "simple_cnn")
+
+    assert caught.value.as_error()["input"] == 1
+
+
+def test_nesterov_with_a_swept_optimiser_other_than_sgd_names_nesterov():
+    req = request(hyperparameters={"epochs": 2, "nesterov": True}, sweep={"optimizer": ["sgd", "rmsprop"]})
+
+    with pytest.raises(PlanError) as caught:
+        plan_finetunes(req, "simple_cnn")
+
+    assert caught.value.loc == ("hyperparameters", "nesterov") and "sgd" in str(caught.value)
+
+
+def test_a_pretrain_spec_the_engine_refuses_is_refused_by_name():
+    pretrain = {**PRETRAIN, "hyperparameters": {"optimizer": "adam", "nesterov": True}}
+
+    with pytest.raises(PlanError) as caught:
+        check_request(request(pretrain=pretrain))
+
+    assert caught.value.loc == ("pretrain", "hyperparameters", "nesterov")
+    assert caught.value.value is True
+
+
+def test_each_frozen_blocks_value_takes_the_bound_of_the_spec():
+    with pytest.raises(ValidationError) as caught:
+        request(frozen_blocks=[1, -1])
+
+    assert [e["loc"] for e in caught.value.errors()] == [("frozen_blocks", 1)]
+
+
 @pytest.mark.parametrize(
     "sweep, field",
     [

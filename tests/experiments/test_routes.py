@@ -181,9 +181,17 @@ def _locs(detail) -> list[tuple]:
         ({"pretrain": PRETRAIN, "strategies": []}, ("body", "strategies")),
         ({"pretrain": PRETRAIN, "learning_rate": 0.1}, ("body", "learning_rate")),
         ({"pretrain": {**PRETRAIN, "model": "gpt"}}, ("body", "pretrain", "model")),
+        ({"pretrain": PRETRAIN, "frozen_blocks": [2, -1]}, ("body", "frozen_blocks", 1)),
+        ({"pretrain": PRETRAIN, "hyperparameters": {"epochs": 2, "nesterov": True}},
+         ("body", "hyperparameters", "nesterov")),
+        ({"pretrain": PRETRAIN, "hyperparameters": {"epochs": 2, "nesterov": True},
+          "sweep": {"optimizer": ["sgd", "adam"]}}, ("body", "hyperparameters", "nesterov")),
+        ({"pretrain": {**PRETRAIN, "hyperparameters": {"epochs": 1, "optimizer": "adamw", "nesterov": True}}},
+         ("body", "pretrain", "hyperparameters", "nesterov")),
     ],
     ids=["neither", "both", "frozen-without-partial", "frozen-too-deep", "lp_ft-one-epoch", "too-many-jobs",
-         "negative-lr", "unknown-strategy", "no-strategies", "unknown-field", "unknown-model"],
+         "negative-lr", "unknown-strategy", "no-strategies", "unknown-field", "unknown-model",
+         "negative-frozen-blocks", "nesterov-without-sgd", "nesterov-with-a-swept-adam", "pretrain-nesterov"],
 )  # fmt: skip
 def test_a_bad_request_is_a_422_naming_the_field_and_creates_nothing(
     client, count_rows, enqueued, fields, loc
@@ -192,6 +200,28 @@ def test_a_bad_request_is_a_422_naming_the_field_and_creates_nothing(
 
     assert loc in _locs(detail), detail
     assert count_rows(Job) == 0
+
+
+def test_nan_in_an_experiment_is_a_422_echoing_it_as_a_string(client, count_rows, enqueued):
+    raw = (
+        b'{"name": "x", "pretrained_job": "abc", "hyperparameters": {"lr": NaN}, "sweep": {"lr": [Infinity]}}'
+    )
+
+    response = client.post("/experiments", content=raw, headers={"content-type": "application/json"})
+
+    assert response.status_code == 422, response.text
+    assert {e["input"] for e in response.json()["detail"]} == {"NaN", "Infinity"}
+    assert count_rows(Experiment) == 0 and enqueued == []
+
+
+def test_frozen_blocks_beyond_a_reused_pretrain_are_a_422_naming_the_value(
+    client, count_rows, enqueued, pretrained
+):
+    detail = _refused(
+        client, count_rows, enqueued, body(pretrained_job=pretrained.id, frozen_blocks=[9]), 422
+    )
+
+    assert _locs(detail) == [("body", "frozen_blocks", 0)] and detail[0]["input"] == 9
 
 
 def test_an_unknown_pretrained_job_is_a_404(client, count_rows, enqueued):

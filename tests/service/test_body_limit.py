@@ -80,7 +80,7 @@ def test_json_bodies_have_their_own_small_limit(client):
 # ---------------------------------------------------------------- the middleware alone
 
 
-def run_asgi(app, headers, chunks):
+def run_asgi(app, headers, chunks, path="/predict", root_path=""):
     """Drive an ASGI app with a streamed request; return (status, chunks the app pulled)."""
     pulled = []
     sent = []
@@ -96,7 +96,7 @@ def run_asgi(app, headers, chunks):
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": headers}
+    scope = {"type": "http", "method": "POST", "path": path, "root_path": root_path, "headers": headers}
     asyncio.run(app(scope, receive, send))
     status = next(m["status"] for m in sent if m["type"] == "http.response.start")
     return status, pulled
@@ -135,3 +135,11 @@ def test_middleware_lets_a_small_body_through():
     status, pulled = run_asgi(app, [(b"content-length", b"800")], [b"x" * 400] * 2)
 
     assert status == 200 and len(pulled) == 2
+
+
+def test_a_paths_own_limit_applies_under_a_root_path_too():
+    app = BodyLimitMiddleware(read_all, limits={"/predict": lambda: 5000}, default_limit=lambda: 1000)
+
+    status, _ = run_asgi(app, [(b"content-length", b"4000")], [b"x" * 4000], "/api/predict", "/api")
+
+    assert status == 200  # /predict's 5000, not the default 1000

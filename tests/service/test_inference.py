@@ -1,4 +1,5 @@
-"""The predictor cache: least recently used out first, one load per checkpoint, errors not cached."""
+"""The predictor cache: least recently used out first, one load per checkpoint, errors not cached,
+loads limited per minute."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from engine.errors import CheckpointError
 from service.inference import PredictorCache
+from service.predict_limits import Busy, LoadRate
 
 
 class Loads:
@@ -74,3 +76,39 @@ def test_a_failed_load_is_not_cached():
         with pytest.raises(CheckpointError):
             cache.get("a", Path("a"), "s")
     assert len(cache) == 0
+
+
+def test_a_miss_past_the_load_rate_is_busy_and_nothing_is_loaded():
+    loads = Loads()
+    cache = PredictorCache(capacity=4, loader=loads, load_rate=LoadRate(2))
+    cache.get("a", Path("a"), "s")
+    cache.get("b", Path("b"), "s")
+
+    with pytest.raises(Busy) as refused:
+        cache.get("c", Path("c"), "s")
+
+    assert refused.value.status_code == 429 and 1 <= refused.value.retry_after_seconds <= 60
+    assert loads.calls == ["a", "b"] and "c" not in cache
+
+
+def test_a_hit_never_takes_a_load():
+    loads = Loads()
+    cache = PredictorCache(capacity=4, loader=loads, load_rate=LoadRate(1))
+    cache.get("a", Path("a"), "s")
+
+    for _ in range(5):
+        cache.get("a", Path("a"), "s")
+
+    assert (cache.misses, cache.hits) == (1, 5)
+
+
+def test_a_failed_load_counts_against_the_rate():
+    def refuse(directory: Path, sha256: str):
+        raise CheckpointError("sha256 mismatch")
+
+    cache = PredictorCache(capacity=2, loader=refuse, load_rate=LoadRate(1))
+    with pytest.raises(CheckpointError):
+        cache.get("a", Path("a"), "s")
+
+    with pytest.raises(Busy):
+        cache.get("a", Path("a"), "s")  # it hashed the file: the next try waits like any load

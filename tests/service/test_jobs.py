@@ -88,7 +88,7 @@ def test_finetune_copies_the_source_architecture(client, enqueued, make_job, mak
         ({"model": "vit_b_16"}, "model", "'simple_cnn', 'resnet18', 'mobilenet_v3_small'"),
         ({"hyperparameters": {"lr": 0}}, "lr", "greater than 0"),
         ({"hyperparameters": {"lr": -0.1}}, "lr", "greater than 0"),
-        ({"hyperparameters": {"batch_size": 0}}, "batch_size", "greater than or equal to 1"),
+        ({"hyperparameters": {"batch_size": 1}}, "batch_size", "greater than or equal to 2"),
         ({"hyperparameters": {"batch_size": 5000}}, "batch_size", "less than or equal to 4096"),
         ({"hyperparameters": {"optimizer": "lion"}}, "optimizer", "'adam', 'adamw', 'rmsprop'"),
         ({"hyperparameters": {"learning_rate": 0.1}}, "learning_rate", "Extra inputs"),

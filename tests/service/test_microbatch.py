@@ -109,3 +109,29 @@ def test_a_request_arriving_while_a_batch_is_collected_joins_it():
         t.join()
     assert (batcher.batches, batcher.inline) == (1, 0)
     batcher.close()
+
+
+def test_a_forward_pass_never_takes_more_than_max_batch_rows():
+    sizes = []
+
+    def recording(batch: torch.Tensor) -> torch.Tensor:
+        sizes.append(batch.shape[0])
+        return batch * 2
+
+    batcher = MicroBatcher(recording, max_wait_seconds=0.5, max_batch=4)
+    barrier = threading.Barrier(3)
+    results = {}
+
+    def call(i: int) -> None:
+        with batcher.request() as request:
+            barrier.wait()  # all three announced: the batcher waits for them, then packs
+            results[i] = request.submit(torch.full((3, 2), float(i)))
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(sizes) == 9 and max(sizes) <= 4  # 3 + 3 + 3 rows: never two requests in one pass
+    assert all(torch.equal(results[i], torch.full((3, 2), 2.0 * i)) for i in range(3))
+    batcher.close()
