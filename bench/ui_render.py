@@ -26,6 +26,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -221,6 +222,10 @@ def measure(jobs: int, runs: int, warmup: int, collector: bool = True) -> dict[s
     migrate.upgrade()
     experiment_id = insert_experiment(jobs)
     client = TestClient(create_app())
+    client.__enter__()  # the app's start-up, as `transferlab serve` runs it (the engine import, gc.freeze)
+    for thread in threading.enumerate():
+        if thread.name == "engine-import":
+            thread.join()
     url = f"/ui/experiments/{experiment_id}"
     page = client.get(url)
     assert page.status_code == 200 and page.text.count("data-job-id=") == jobs - 1  # all but the pre-train
@@ -260,6 +265,7 @@ def measure(jobs: int, runs: int, warmup: int, collector: bool = True) -> dict[s
         }
     finally:
         gc.enable()
+        client.__exit__(None, None, None)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,6 +28,7 @@ from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.cost import PeakMemory, Stopwatch
 from engine.datasets import DATASETS, DatasetInfo
 from engine.device import resolve_device
+from engine.early_stopping import EarlyStopping
 from engine.errors import CheckpointError, SpecError
 from engine.evaluate import evaluate_predictions
 from engine.job_data import (
@@ -71,6 +72,12 @@ def validate_spec(spec: PretrainSpec | FinetuneSpec, architecture: str) -> None:
     plan_phases(spec, architecture)
     check_image_size(architecture, spec.data.image_size)
     hp = spec.hyperparameters
+    if hp.early_stopping_patience is not None and spec.data.val_fraction == 0:
+        raise SpecError(
+            "hyperparameters.early_stopping_patience",
+            "early stopping watches the validation accuracy: set data.val_fraction above 0, or leave "
+            "early_stopping_patience out",
+        )
     probe = nn.Parameter(torch.zeros(1))  # make_optimizer's checks, on one parameter instead of a model
     try:
         optimizer = make_optimizer([{"params": [probe], "lr": hp.lr}], hp)
@@ -141,6 +148,7 @@ class _RunState:
     parameter_updates: int = 0
     trainable_parameters: int = 0  # the most any phase trains
     last_save: float = 0.0  # time.monotonic() of the last resume-state save (or of the restore)
+    early: EarlyStopping | None = None  # hyperparameters.early_stopping_patience, when set
 
 
 @dataclass
@@ -176,6 +184,8 @@ def run_job(
     dev = resolve_device(device)
     built = _build(spec, source_checkpoint, source_sha256, dev)
     state = _fresh_state(spec.hyperparameters.seed, dev)
+    if spec.hyperparameters.early_stopping_patience is not None:
+        state.early = EarlyStopping(spec.hyperparameters.early_stopping_patience)
     with PeakMemory(dev) as memory:
         job = _prepare(
             spec,
@@ -316,6 +326,8 @@ def _restore(job: _Job, state: _RunState) -> None:
         state.generator.set_state(saved["generator"])
         state.augment_generator.set_state(saved["augment_generator"])
         torch.set_rng_state(saved["torch_rng"])
+        if state.early is not None:
+            state.early.load_state(saved.get("early_stopping"))
     state.last_save = time.monotonic()
 
 
@@ -330,10 +342,16 @@ def _train(job: _Job, state: _RunState) -> _PhaseInputs | None:
         state.trainable_parameters = max(state.trainable_parameters, trainable)
         if state.resumed_from_epoch >= last:
             continue
+        if state.early is not None and state.early.stopped:
+            continue  # resumed after the last phase had stopped early
         training = _start_phase(job, state, phase, first, last)
         for epoch in range(max(first, state.resumed_from_epoch + 1), last + 1):
             _run_epoch(job, state, training, epoch)
+            if state.early is not None and state.early.stopped:
+                break
         last_inputs = training.inputs
+    if state.early is not None:
+        state.early.restore_best(job.model)  # evaluated and saved: the best epoch's weights
     return last_inputs
 
 
@@ -383,7 +401,11 @@ def _run_epoch(job: _Job, state: _RunState, training: _PhaseTraining, epoch: int
             row.append(validation)
     state.parameter_updates += count_parameters(job.model, trainable_only=True) * job.steps
     state.epochs.extend(row)
-    if epoch == training.last_epoch or time.monotonic() - state.last_save >= job.resume_every_seconds:
+    stopping = False
+    if state.early is not None and validation is not None and training.last_epoch == job.total_epochs:
+        stopping = state.early.update(epoch, validation.accuracy, job.model)
+    due = time.monotonic() - state.last_save >= job.resume_every_seconds
+    if epoch == training.last_epoch or stopping or due:
         _save_resume_state(job, state, training, epoch)
     job.hooks.on_epoch(row)
 
@@ -449,6 +471,7 @@ def _save_resume_state(job: _Job, state: _RunState, training: _PhaseTraining, ep
             "generator": state.generator.get_state(),
             "augment_generator": state.augment_generator.get_state(),
             "torch_rng": torch.get_rng_state(),
+            "early_stopping": state.early.to_state() if state.early is not None else None,
         },
     )
 

@@ -112,6 +112,14 @@ class Hyperparameters(_Strict):
         lt=1,
         description="lp_ft: share of the epochs spent on the linear probe before full fine-tuning.",
     )
+    early_stopping_patience: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="Stop training after this many epochs without a better validation accuracy and "
+        "evaluate the best epoch's weights (needs data.val_fraction > 0). Applies to the last phase "
+        "(lp_ft: its full fine-tune). null = train every epoch.",
+    )
     precision: Precision = Field(
         Precision.auto,
         description="Arithmetic of the forward pass. auto: bf16 autocast on a CUDA GPU that computes bf16 "

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from core.experiments.schemas import Comparison, Role
+from core.experiments.schemas import Comparison, Role, SummaryRow
 from core.models import ExperimentStatus, JobStatus
 
 
@@ -56,6 +56,11 @@ class ExperimentPublic(ExperimentSummary):
     request: dict[str, Any] = Field(description="The validated request, defaults filled in.")
     jobs: list[ExperimentJobPublic] = Field(description="Pre-train first (when made here), then by creation.")
     comparison: Comparison | None = Field(description="Once the experiment has ended; null before.")
+    summary: list[SummaryRow] | None = Field(
+        None,
+        description="The comparison's summary: per (variant, role, hyperparameters) the means over the "
+        "seeds with 95% intervals and the paired transfer gains; null before the experiment has ended.",
+    )
 
 
 class ExperimentList(BaseModel):

@@ -5,6 +5,7 @@ uvicorn service.main:app          # or: transferlab serve
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -68,6 +69,12 @@ def _import_engine() -> None:
         import engine.run  # noqa: F401
     except Exception:
         log.exception("could not import the engine")
+        return
+    # torch and its friends are hundreds of thousands of objects that live as long as the process:
+    # out of the collector's reach, a full collection (set off by a request that builds many
+    # objects, like a 1,000-job comparison) no longer walks them (bench/ui_render.py).
+    gc.collect()
+    gc.freeze()
 
 
 @asynccontextmanager

@@ -1,16 +1,19 @@
 """The comparison table of an experiment, from its stored rows only (jobs, epochs, evaluations, costs).
 
 Choosing follows the usual rule: hyperparameters are chosen on the validation split (accuracy after
-the last epoch), and the test split only reports the chosen runs. Per strategy variant the chosen run
-is the one with the best selection measure (ties: the faster run); the best strategy is the chosen run
-with the best selection measure. A fine-tune's transfer gain is its test accuracy minus its control's:
-the run with the same spec but random_init, so the gain is what pre-training contributed.
+the last epoch; with early stopping, of the best epoch, whose weights were evaluated), and the test
+split only reports the chosen runs. Per strategy variant the chosen hyperparameters are those with the
+best mean selection measure over their seeds (ties: the faster; core.experiments.summary); the best
+strategy is the chosen variant with the best mean. A fine-tune's transfer gain is its test accuracy
+minus its control's: the run with the same spec (seed included) but random_init, so the gain is what
+pre-training contributed, paired seed by seed.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -19,12 +22,12 @@ from sqlalchemy.orm import Session
 from core.experiments.schemas import (
     AxisFinding,
     AxisValue,
-    BestStrategy,
     Comparison,
     ComparisonRow,
     ExperimentCreate,
     PretrainSummary,
 )
+from core.experiments.summary import choose, summarise
 from core.models import Cost, EpochMetric, Evaluation, Experiment, Job, JobRole, JobStatus
 from engine.strategies import frozen_blocks_of, variant_name
 
@@ -43,15 +46,34 @@ def images_tested(evaluation: Evaluation) -> int:
     return sum(c["support"] for c in per_class(evaluation))
 
 
-def last_epochs(session: Session, job_ids: list[str]) -> dict[tuple[str, str], EpochMetric]:
-    """(job id, phase) -> the row of its last epoch."""
-    last: dict[tuple[str, str], EpochMetric] = {}
+@dataclass(frozen=True, slots=True)
+class LastEpoch:
+    """What the comparison reads of a phase's last epoch row."""
+
+    accuracy: float
+    images_per_second: float
+    seconds: float
+    best_accuracy: float  # the best of the phase's epochs (early stopping evaluates that epoch's weights)
+    epochs: int  # rows of the phase: the epochs it ran
+
+
+def last_epochs(session: Session, job_ids: list[str]) -> dict[tuple[str, str], LastEpoch]:
+    """(job id, phase) -> its last epoch. Columns, not ORM rows: an experiment page reads thousands,
+    and whole objects cost their construction and, through the garbage collector, much more."""
+    last: dict[tuple[str, str], LastEpoch] = {}
     if not job_ids:
         return last
-    for row in session.scalars(
-        select(EpochMetric).where(EpochMetric.job_id.in_(job_ids)).order_by(EpochMetric.epoch)
-    ):
-        last[(row.job_id, row.phase)] = row
+    m = EpochMetric
+    rows = session.execute(
+        select(m.job_id, m.phase, m.accuracy, m.images_per_second, m.seconds)
+        .where(m.job_id.in_(job_ids))
+        .order_by(m.epoch)
+    )
+    for job_id, phase, accuracy, images_per_second, seconds in rows:
+        before = last.get((job_id, phase))
+        best = accuracy if before is None else max(before.best_accuracy, accuracy)
+        epochs = 1 if before is None else before.epochs + 1
+        last[(job_id, phase)] = LastEpoch(accuracy, images_per_second, seconds, best, epochs)
     return last
 
 
@@ -59,7 +81,7 @@ def _control_key(spec: dict[str, Any]) -> str:
     return json.dumps({k: v for k, v in spec.items() if k != "random_init"}, sort_keys=True)
 
 
-def images_seen(metric: EpochMetric | None) -> int | None:
+def images_seen(metric: LastEpoch | None) -> int | None:
     # images_per_second is rows / seconds of that phase: their product is the rows it saw.
     return None if metric is None else round(metric.images_per_second * metric.seconds)
 
@@ -92,8 +114,21 @@ def build_comparison(session: Session, experiment: Experiment) -> Comparison:
         .order_by(Job.created_at, Job.id)
     ).all()
     ids = [j.id for j in jobs]
-    evaluations = {e.job_id: e for e in session.scalars(select(Evaluation).where(Evaluation.job_id.in_(ids)))}
-    costs = {c.job_id: c for c in session.scalars(select(Cost).where(Cost.job_id.in_(ids)))}
+    # Only the columns a row shows: not the per-class and confusion JSON of every evaluation.
+    e, c = Evaluation, Cost
+    evaluations = {
+        row.job_id: row
+        for row in session.execute(select(e.job_id, e.accuracy, e.macro_f1).where(e.job_id.in_(ids)))
+    }
+    costs = {
+        row.job_id: row
+        for row in session.execute(
+            select(
+                c.job_id, c.train_seconds, c.trainable_parameters, c.total_parameters,
+                c.parameter_updates, c.peak_memory_bytes, c.memory_device,
+            ).where(c.job_id.in_(ids))
+        )
+    }  # fmt: skip
     last = last_epochs(session, ids)
     succeeded = [j for j in jobs if j.status == JobStatus.succeeded]
     use_val = bool(succeeded) and all((j.id, "val") in last for j in succeeded)
@@ -107,10 +142,14 @@ def build_comparison(session: Session, experiment: Experiment) -> Comparison:
         evaluation, cost = evaluations.get(job.id), costs.get(job.id)
         val = last.get((job.id, "val"))
         train = last.get((job.id, "train"))
+        # With early stopping the evaluated weights are the best validation epoch's, not the last's.
+        stops_early = hp.get("early_stopping_patience") is not None
+        val_accuracy = None if val is None else val.best_accuracy if stops_early else val.accuracy
         if job.status == JobStatus.succeeded:
-            chosen_metric = val if use_val else train
-            if chosen_metric is not None:
-                selection[job.id] = chosen_metric.accuracy
+            if use_val and val_accuracy is not None:
+                selection[job.id] = val_accuracy
+            elif not use_val and train is not None:
+                selection[job.id] = train.accuracy
         rows.append(
             ComparisonRow(
                 job_id=job.id,
@@ -124,7 +163,9 @@ def build_comparison(session: Session, experiment: Experiment) -> Comparison:
                 lr=hp["lr"],
                 batch_size=hp["batch_size"],
                 epochs=hp["epochs"],
-                val_accuracy=val.accuracy if val is not None else None,
+                epochs_run=train.epochs if train is not None else None,
+                seed=hp.get("seed", 0),
+                val_accuracy=val_accuracy,
                 test_accuracy=evaluation.accuracy if evaluation else None,
                 macro_f1=evaluation.macro_f1 if evaluation else None,
                 train_seconds=cost.train_seconds if cost else None,
@@ -150,30 +191,13 @@ def build_comparison(session: Session, experiment: Experiment) -> Comparison:
             if row.test_accuracy is not None and control.test_accuracy is not None:
                 row.transfer_gain = row.test_accuracy - control.test_accuracy
 
-    # Per variant, the fine-tune with the best selection measure (ties: the faster one).
-    by_variant: dict[str, list[ComparisonRow]] = defaultdict(list)
-    for row in rows:
-        if not row.control and row.job_id in selection:
-            by_variant[row.variant].append(row)
-    best: BestStrategy | None = None
-    for candidates in by_variant.values():
-        pick = max(candidates, key=lambda r: (selection[r.job_id], -(r.train_seconds or 0.0)))
-        pick.chosen = True
-        if best is None or selection[pick.job_id] > best.selection_value:
-            best = BestStrategy(
-                variant=pick.variant,
-                strategy=pick.strategy,
-                job_id=pick.job_id,
-                measure=measure,
-                selection_value=selection[pick.job_id],
-                test_accuracy=pick.test_accuracy,
-                macro_f1=pick.macro_f1,
-                transfer_gain=pick.transfer_gain,
-            )
+    summary = summarise(rows, selection)
+    best = choose(rows, summary, selection, measure)
 
     return Comparison(
         selection_measure=measure,
         rows=rows,
+        summary=summary,
         best=best,
         hyperparameters=_axis_findings(experiment, rows, selection, measure),
         pretrain=pretrain_summary(session, experiment.pretrain_job),

@@ -2,7 +2,10 @@
 
     variants = strategies, with partial once per frozen_blocks value (default: half the blocks)
     grid     = lr x batch_size x optimizer from the sweep (an axis left out keeps the base value)
-    jobs     = [pre-train] + variants x grid x (fine-tune, control)
+    jobs     = [pre-train] + variants x grid x repeats x (fine-tune, control)
+
+Repeat r runs with hyperparameters.seed + r (data order, split, augmentation and the head's
+initialisation), the control of each repeat with the same seed, so each gain is a paired difference.
 
 A control is the same FinetuneSpec with random_init=True: same strategy, blocks and hyperparameters,
 but the source architecture's weights re-initialised, so its accuracy is what the pre-training did not
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.experiments.schemas import MAX_EXPERIMENT_JOBS, ExperimentCreate
-from engine.spec import FinetuneSpec, PretrainSpec
+from engine.spec import FinetuneSpec, Hyperparameters, PretrainSpec
 from engine.strategies import accepts_frozen_blocks, default_frozen_blocks, variant_name
 
 
@@ -65,7 +68,7 @@ def count_jobs(request: ExperimentCreate) -> int:
     variants = sum(
         len(request.frozen_blocks or [None]) if accepts_frozen_blocks(s) else 1 for s in request.strategies
     )
-    per_variant = len(_grid(request)) * (2 if request.controls else 1)
+    per_variant = len(_grid(request)) * request.repeats * (2 if request.controls else 1)
     return variants * per_variant + (1 if request.pretrain is not None else 0)
 
 
@@ -87,6 +90,15 @@ def check_request(request: ExperimentCreate) -> None:
             "leave frozen_blocks out",
             request.frozen_blocks,
         )
+    last_seed = request.hyperparameters.seed + request.repeats - 1
+    seed_bound = next(m.le for m in Hyperparameters.model_fields["seed"].metadata if hasattr(m, "le"))
+    if last_seed > seed_bound:
+        raise PlanError(
+            ("repeats",),
+            f"repeats run seeds {request.hyperparameters.seed}..{last_seed}, past the largest seed "
+            f"{seed_bound}; lower hyperparameters.seed or repeats",
+            request.repeats,
+        )
     total = count_jobs(request)
     if total > MAX_EXPERIMENT_JOBS:
         grid = len(_grid(request))
@@ -94,9 +106,10 @@ def check_request(request: ExperimentCreate) -> None:
             ("sweep",),
             f"this experiment needs {total} jobs ({total - (request.pretrain is not None)} fine-tunes"
             f"{' and controls' if request.controls else ''} from a {grid}-point grid"
+            f"{f', {request.repeats} repeats each' if request.repeats > 1 else ''}"
             f"{', plus the pre-train' if request.pretrain is not None else ''}); at most "
             f"{MAX_EXPERIMENT_JOBS} are allowed. Shorten a sweep list, list fewer strategies or "
-            "frozen_blocks, or set controls to false",
+            "frozen_blocks, lower repeats, or set controls to false",
             request.sweep.model_dump(mode="json") if request.sweep else None,
         )
     _check_pretrain(request)
@@ -161,8 +174,16 @@ def plan_finetunes(request: ExperimentCreate, architecture: str) -> list[Planned
                         loc = tuple(exc.field.split("."))
                     raise PlanError(loc, f"{strategy.value}: {exc}", _value_at(request, loc)) from None
                 name = variant_name(strategy, blocks)
-                jobs.append(PlannedJob("finetune", spec, name))
-                if request.controls:
-                    control = spec.model_copy(update={"random_init": True})
-                    jobs.append(PlannedJob("control", control, name))
+                for repeat in range(request.repeats):
+                    seeded = _with_seed(spec, spec.hyperparameters.seed + repeat)
+                    jobs.append(PlannedJob("finetune", seeded, name))
+                    if request.controls:
+                        control = seeded.model_copy(update={"random_init": True})
+                        jobs.append(PlannedJob("control", control, name))
     return jobs
+
+
+def _with_seed(spec: FinetuneSpec, seed: int) -> FinetuneSpec:
+    if seed == spec.hyperparameters.seed:
+        return spec
+    return spec.model_copy(update={"hyperparameters": spec.hyperparameters.model_copy(update={"seed": seed})})

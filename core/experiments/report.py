@@ -31,7 +31,7 @@ from core.experiments.compare import (
     last_epochs,
     per_class,
 )
-from core.experiments.schemas import Comparison, ComparisonRow, ExperimentCreate
+from core.experiments.schemas import Comparison, ComparisonRow, ExperimentCreate, SummaryRow
 from core.experiments.table import REPORT_STYLE, comparison_cells, count, mib, pct, points, seconds
 from core.models import Artifact, Evaluation, Experiment, Job, JobRole, JobStatus, utcnow
 from core.settings import Settings
@@ -469,11 +469,103 @@ def _hyperparameter_tuning(f: _Facts) -> list[Block]:
     return out
 
 
+def with_interval(mean: float | None, ci95: float | None, n: int, fmt: Any = pct) -> str:
+    """'93.25% ± 0.40 (mean of 3 runs, 95% interval)' (fmt pct), '+1.20 ± 0.40 points (...)' (fmt
+    points), or the single value when there is no interval."""
+    if mean is None or ci95 is None or n < 2:
+        return fmt(mean)
+    value = (
+        f"{fmt(mean)} ± {100 * ci95:.2f}"
+        if fmt is pct
+        else f"{points(mean, unit=False)} ± {100 * ci95:.2f} points"
+    )
+    return f"{value} (mean of {n} runs, 95% interval)"
+
+
+def _summary_of(f: _Facts, row: ComparisonRow) -> SummaryRow | None:
+    return next((s for s in f.comparison.summary if row.job_id in s.job_ids), None)
+
+
+def _repeated_transfer(f: _Facts) -> list[Block]:
+    """Section 9 with repeats: the chosen settings' mean gains with their intervals, and where an
+    interval contains 0 the plain statement that no transfer was measured."""
+    groups = [s for s in f.comparison.summary if s.chosen and s.transfer_gain_mean is not None]
+    controls = {}
+    for s in f.comparison.summary:
+        if s.role == "control":
+            controls[(s.variant, s.optimizer, s.lr, s.batch_size)] = s
+    items = []
+    for g in groups:
+        control = controls.get((g.variant, g.optimizer, g.lr, g.batch_size))
+        text = (
+            f"{g.variant}: {with_interval(g.test_accuracy_mean, g.test_accuracy_ci95, g.n)} from the "
+            f"pre-trained weights"
+        )
+        if control is not None:
+            text += (
+                f", {with_interval(control.test_accuracy_mean, control.test_accuracy_ci95, control.n)} "
+                "from random weights"
+            )
+        gain = with_interval(g.transfer_gain_mean, g.transfer_gain_ci95, g.n, points)
+        if g.transfer_measured is False:
+            text += f"; gain {gain}: the interval contains 0, so no transfer was measured."
+        elif g.transfer_measured:
+            verdict = "helped" if (g.transfer_gain_mean or 0) > 0 else "hurt"
+            text += f"; gain {gain}: pre-training {verdict}, beyond the seeds' spread."
+        else:
+            text += f"; gain {gain}."
+        items.append(text)
+    return [
+        Paragraph(
+            "Each gain is paired: a fine-tune minus its control at the same seed, averaged over the "
+            "seeds, with the half-width of its 95% t-interval."
+        ),
+        Bullets(items),
+        _summary_table(f),
+    ]
+
+
+def _summary_table(f: _Facts) -> Table:
+    return Table(
+        [
+            "variant",
+            "role",
+            "hyperparameters",
+            "n",
+            "test acc",
+            "± 95%",
+            "macro F1",
+            "train s",
+            "gain",
+            "± 95%",
+            "epochs run",
+        ],  # fmt: skip
+        [
+            [
+                s.variant + (" (chosen)" if s.chosen else ""),
+                s.role,
+                f"{s.optimizer}, lr {s.lr:g}, batch {s.batch_size}",
+                str(s.n),
+                pct(s.test_accuracy_mean),
+                "" if s.test_accuracy_ci95 is None else f"{100 * s.test_accuracy_ci95:.2f}",
+                "" if s.macro_f1_mean is None else f"{s.macro_f1_mean:.4f}",
+                seconds(s.train_seconds_mean, unit=False),
+                points(s.transfer_gain_mean, missing="", unit=False),
+                "" if s.transfer_gain_ci95 is None else f"{100 * s.transfer_gain_ci95:.2f}",
+                "" if s.epochs_run_mean is None else f"{s.epochs_run_mean:g}",
+            ]
+            for s in f.comparison.summary
+        ],
+    )
+
+
 def _transfer(f: _Facts) -> list[Block]:
     """Seed section 9: how much of the source transfers, each gain against its random-weights control."""
     out: list[Block] = [Heading(2, f"How much of {f.source} transfers (seed section 9)")]
     if not f.request.controls:
         return [*out, Paragraph("No controls were requested, so the transfer cannot be measured.")]
+    if f.request.repeats > 1:
+        return [*out, *_repeated_transfer(f)]
     gains = [
         (r, r.transfer_gain, f.by_id[r.control_job_id])
         for r in f.chosen
@@ -526,10 +618,15 @@ def _best_strategy(f: _Facts) -> list[Block]:
     text = (
         f"By {best.measure}, the best strategy is {best.variant} ({pct(best.selection_value)}), with "
         f"{row.optimizer}, lr {row.lr:g} and batch {row.batch_size}: test accuracy "
-        f"{pct(best.test_accuracy)}, macro F1 {best.macro_f1:.4f}"
+        f"{with_interval(best.test_accuracy, best.test_accuracy_ci95, best.n)}, macro F1 "
+        f"{best.macro_f1:.4f}"
     )
     if best.transfer_gain is not None:
-        text += f", {points(best.transfer_gain)} over its control"
+        gain = with_interval(best.transfer_gain, best.transfer_gain_ci95, best.n, points)
+        text += f", {gain} over its control"
+        group = _summary_of(f, row)
+        if group is not None and group.transfer_measured is False:
+            text += " (an interval that contains 0: no transfer was measured)"
     text += "."
     by_test = max(f.chosen, key=lambda r: -math.inf if r.test_accuracy is None else r.test_accuracy)
     if by_test.job_id != best.job_id:
@@ -632,10 +729,17 @@ def _procedure_limitations(f: _Facts) -> list[str]:
     jobs, request = f.jobs, f.request
     items: list[str] = []
     seeds = {j.spec["hyperparameters"]["seed"] for j in jobs}
-    items.append(
-        f"Each setting ran once (seed {', '.join(str(s) for s in sorted(seeds))}): differences smaller "
-        "than the standard errors above may not repeat with another seed."
-    )
+    if request.repeats == 1:
+        items.append(
+            f"Each setting ran once (seed {', '.join(str(s) for s in sorted(seeds))}): differences "
+            "smaller than the standard errors above may not repeat with another seed."
+        )
+    else:
+        items.append(
+            f"Each setting ran {request.repeats} times (seeds {min(seeds)}..{max(seeds)}); the intervals "
+            "are over those seeds (data order, split, augmentation, the head's initialisation) and "
+            "not over the pre-train, which ran once."
+        )
     devices = sorted({j.device for j in jobs if j.device})
     if devices:
         precisions = sorted({j.precision for j in jobs if j.precision})
@@ -691,7 +795,8 @@ def _next_steps(f: _Facts) -> list[str]:
         items.append(
             "Repeat at the seed's scale: resnet18 at 96x96 pixels (`transferlab experiment --preset seed`)."
         )
-    items.append("Repeat the chosen settings with several seeds to put error bars on every gain.")
+    if f.request.repeats == 1:
+        items.append("Repeat with several seeds (`repeats`) to put intervals on every gain.")
     return items
 
 

@@ -28,6 +28,7 @@ MAX_EXPERIMENT_JOBS = 128
 3 strategies x a 12-point grid (2 lr x 2 batch sizes x 3 optimisers) x 2 (controls) + 1."""
 
 MAX_SWEEP_VALUES = 8
+MAX_REPEATS = 10
 
 
 def _bounded(name: str, python_type: type, model: type[BaseModel] = Hyperparameters) -> Any:
@@ -103,6 +104,15 @@ class ExperimentCreate(_Strict):
         True,
         description="Also run every fine-tune from randomly initialised weights, to measure what transfers.",
     )
+    repeats: int = Field(
+        1,
+        ge=1,
+        le=MAX_REPEATS,
+        description=f"Runs of every fine-tune and control, with seeds seed .. seed+repeats-1 "
+        f"(1..{MAX_REPEATS}). "
+        "With 2 or more the summary gives means with 95% intervals and hyperparameters are chosen on the "
+        "mean validation accuracy.",
+    )
 
     _check_unique = field_validator("strategies", "frozen_blocks")(_unique)
 
@@ -127,7 +137,11 @@ class ComparisonRow(BaseModel):
     optimizer: str = Field(description="Optimiser.")
     lr: float = Field(description="Peak learning rate of the head.")
     batch_size: int = Field(description="Images per optimiser step.")
-    epochs: int = Field(description="Epochs trained.")
+    epochs: int = Field(description="Epochs planned.")
+    epochs_run: int | None = Field(
+        None, description="Epochs it trained (fewer than planned when early stopping ended it)."
+    )
+    seed: int = Field(0, description="Its seed (repeats run seed .. seed+repeats-1).")
     val_accuracy: float | None = Field(description="Validation accuracy after the last epoch.")
     test_accuracy: float | None = Field(description="Accuracy on the test split, 0..1.")
     macro_f1: float | None = Field(
@@ -146,8 +160,41 @@ class ComparisonRow(BaseModel):
     )
     control_job_id: str | None = Field(description="Its control's job id (fine-tunes only).")
     chosen: bool = Field(
-        description="The hyperparameters this variant would pick: best selection measure among its runs."
+        description="The run that stands for its variant: the hyperparameters with the best (mean) "
+        "selection measure, at the first seed."
     )
+
+
+class SummaryRow(BaseModel):
+    """The runs of one (variant, role, hyperparameters) over its seeds: means and 95% t-intervals
+    (half-widths; null with fewer than two finished runs)."""
+
+    variant: str = Field(description="Strategy with its frozen blocks: linear, partial-2, full, lp_ft.")
+    strategy: str = Field(description="linear, partial, full or lp_ft.")
+    role: Literal["finetune", "control"] = Field(description="finetune, or control (from random weights).")
+    optimizer: str = Field(description="Optimiser.")
+    lr: float = Field(description="Peak learning rate of the head.")
+    batch_size: int = Field(description="Images per optimiser step.")
+    n: int = Field(description="Finished (succeeded) runs the means are over.")
+    seeds: list[int] = Field(description="Seeds of those runs.")
+    job_ids: list[str] = Field(description="Every run of the group, finished or not.")
+    val_accuracy_mean: float | None = Field(description="Mean validation accuracy (last epoch run).")
+    test_accuracy_mean: float | None = Field(description="Mean test accuracy, 0..1.")
+    test_accuracy_ci95: float | None = Field(description="Half-width of its 95% t-interval.")
+    macro_f1_mean: float | None = Field(description="Mean macro F1 on the test split.")
+    macro_f1_ci95: float | None = Field(description="Half-width of its 95% t-interval.")
+    train_seconds_mean: float | None = Field(description="Mean wall-clock seconds spent training.")
+    train_seconds_ci95: float | None = Field(description="Half-width of its 95% t-interval.")
+    epochs_run_mean: float | None = Field(description="Mean epochs trained (early stopping may end runs).")
+    transfer_gain_mean: float | None = Field(
+        description="Fine-tunes: mean of (test accuracy minus its control's on the same seed)."
+    )
+    transfer_gain_ci95: float | None = Field(description="Half-width of the paired gain's 95% t-interval.")
+    transfer_measured: bool | None = Field(
+        description="Fine-tunes with a gain: false when the gain's interval contains 0 (no transfer was "
+        "measured), true otherwise."
+    )
+    chosen: bool = Field(description="The hyperparameters this variant picks: best mean selection measure.")
 
 
 class BestStrategy(BaseModel):
@@ -155,10 +202,13 @@ class BestStrategy(BaseModel):
     strategy: str = Field(description="Its strategy.")
     job_id: str = Field(description="Its chosen run.")
     measure: str = Field(description="What the choice was made on, e.g. validation accuracy (last epoch).")
-    selection_value: float = Field(description="The variant's value of that measure.")
-    test_accuracy: float | None = Field(description="Test accuracy of the chosen run.")
-    macro_f1: float | None = Field(description="Macro F1 of the chosen run on the test split.")
+    selection_value: float = Field(description="The variant's value of that measure (mean over seeds).")
+    test_accuracy: float | None = Field(description="Test accuracy of the chosen hyperparameters (mean).")
+    macro_f1: float | None = Field(description="Macro F1 on the test split (mean over seeds).")
     transfer_gain: float | None = Field(description="Its test accuracy minus its control's.")
+    n: int = Field(1, description="Runs (seeds) the values are means over.")
+    test_accuracy_ci95: float | None = Field(None, description="Half-width of the 95% t-interval.")
+    transfer_gain_ci95: float | None = Field(None, description="Half-width of the paired gain's interval.")
 
 
 class AxisValue(BaseModel):
@@ -192,6 +242,10 @@ class PretrainSummary(BaseModel):
 class Comparison(BaseModel):
     selection_measure: str = Field(description="What hyperparameters and the best strategy are chosen on.")
     rows: list[ComparisonRow] = Field(description="One per fine-tune and control, in plan order.")
+    summary: list[SummaryRow] = Field(
+        default_factory=list,
+        description="One per (variant, role, hyperparameters): means over the seeds with 95% intervals.",
+    )
     best: BestStrategy | None = Field(description="Null when no fine-tune succeeded.")
     hyperparameters: list[AxisFinding] = Field(description="Per swept axis (more than one value).")
     pretrain: PretrainSummary | None = Field(description="The pre-train the fine-tunes started from.")

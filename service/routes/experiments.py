@@ -118,6 +118,7 @@ def _public(session: SessionDep, experiment: Experiment) -> ExperimentPublic:
         request=experiment.request,
         jobs=[_job_public(j) for j in jobs],
         comparison=comparison,
+        summary=comparison.summary if comparison is not None else None,
     )
 
 
