@@ -264,3 +264,23 @@ def test_package_data_ships_every_template_and_static_file():
     files = [p for folder in ("ui/templates", "ui/static", "docs_static")
              for p in (ROOT / "service" / folder).rglob("*") if p.is_file()]  # fmt: skip
     assert files and sorted(set(files) - shipped) == []
+
+
+def test_an_experiment_with_repeats_shows_its_means_and_intervals(client, pretrained, finish_jobs):
+    from tests.experiments.conftest import create
+
+    experiment = create(client, pretrained_job=pretrained.id, strategies=["linear"], repeats=2)
+
+    def score(job):  # two seeds that differ, so the intervals are not zero-width
+        seed = job.spec["hyperparameters"]["seed"]
+        return (None, 0.3 + 0.02 * seed) if job.spec["random_init"] else (0.9, 0.8 + 0.04 * seed)
+
+    finish_jobs(experiment["id"], score)
+    html = client.get(f"/ui/experiments/{experiment['id']}").text
+
+    assert "Over the seeds" in html
+    summary = client.get(f"/experiments/{experiment['id']}").json()["summary"]
+    finetune = next(s for s in summary if s["role"] == "finetune")
+    assert finetune["n"] == 2 and finetune["test_accuracy_ci95"] > 0
+    assert f"&plusmn; {100 * finetune['test_accuracy_ci95']:.2f}" in html
+    assert "(means of 2 seeds, 95% intervals)" in html
