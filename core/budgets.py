@@ -71,6 +71,7 @@ ARCHITECTURES: dict[Architecture, ArchitectureCost] = {
     Architecture.resnet18: ArchitectureCost(72_298, 441, 11_181_642),
     Architecture.mobilenet_v3_small: ArchitectureCost(4_238, 365, 1_528_106),
     Architecture.vgg11_bn: ArchitectureCost(531_920, 1_749, 128_812_810),
+    Architecture.pixel_linear: ArchitectureCost(60, 12, 30_730),
 }
 # A training step costs the forward pass and a backward pass of about twice its FLOPs.
 # (FlopCounterMode's own backward count agrees for resnet18, 1.93x, but counts mobilenet's
@@ -223,7 +224,9 @@ def experiment_estimates(
     for job in planned:
         hp = job.spec.hyperparameters
         name = f"{job.role} {job.variant} (lr {hp.lr:g}, batch {hp.batch_size}, {hp.optimizer.value})"
-        named.append(PlannedEstimate(name, (), estimate_job(job.spec, architecture)))
+        # A baseline trains its own model (pixel_linear), not the pre-train's architecture.
+        model = job.spec.model.value if isinstance(job.spec, PretrainSpec) else architecture
+        named.append(PlannedEstimate(name, (), estimate_job(job.spec, model)))
     return named
 
 

@@ -71,6 +71,7 @@ class JobRole(StrEnum):
     pretrain = "pretrain"
     finetune = "finetune"
     control = "control"  # the same fine-tune from a randomly initialised extractor
+    baseline = "baseline"  # a model without transferred features (pixels: pixel_linear from scratch)
 
 
 class ExperimentStatus(StrEnum):

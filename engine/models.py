@@ -58,6 +58,19 @@ def _simple_cnn(num_classes: int) -> TransferNet:
     return TransferNet(Architecture.simple_cnn, blocks, neck, head)
 
 
+PIXEL_GRID = 32  # pixel_linear reads at most 32x32 pixels a channel: 3,072 inputs
+
+
+def _pixel_linear(num_classes: int) -> TransferNet:
+    # No blocks: the neck hands the pixels to one Linear layer. Average-pooling to a fixed grid keeps
+    # the layer's size independent of the input side; at 32 px and below it only repeats pixels (a
+    # linear map of the same information), above it averages neighbours (MNIST's 28 px digits lose
+    # nothing a linear model could use). Grey images arrive as three equal channels, like everywhere.
+    neck = nn.Sequential(nn.AdaptiveAvgPool2d(PIXEL_GRID), nn.Flatten())
+    head = nn.Sequential(nn.Linear(3 * PIXEL_GRID * PIXEL_GRID, num_classes))
+    return TransferNet(Architecture.pixel_linear, [], neck, head)
+
+
 def _resnet18(net: tvm.ResNet) -> TransferNet:
     stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
     blocks = [stem, net.layer1, net.layer2, net.layer3, net.layer4]
@@ -101,6 +114,7 @@ BLOCK_COUNTS = {
     Architecture.resnet18: 5,
     Architecture.mobilenet_v3_small: 5,
     Architecture.vgg11_bn: 5,
+    Architecture.pixel_linear: 0,
 }
 
 
@@ -111,6 +125,7 @@ MIN_IMAGE_SIZES = {
     Architecture.resnet18: 16,
     Architecture.mobilenet_v3_small: 16,
     Architecture.vgg11_bn: 32,
+    Architecture.pixel_linear: 16,
 }
 
 
@@ -138,10 +153,12 @@ def build_model(architecture: str, num_classes: int, init_weights: Path | None =
     """
     arch = Architecture(architecture)
     block_count(arch)
-    if arch == Architecture.simple_cnn:
+    if arch in (Architecture.simple_cnn, Architecture.pixel_linear):
         if init_weights is not None:
-            raise SpecError("init_weights", "simple_cnn has no torchvision weight files; start from random")
-        return _simple_cnn(num_classes)
+            raise SpecError(
+                "init_weights", f"{arch.value} has no torchvision weight files; start from random"
+            )
+        return _simple_cnn(num_classes) if arch == Architecture.simple_cnn else _pixel_linear(num_classes)
     constructor, wrap = _TORCHVISION[arch]
     net = constructor(num_classes=num_classes)
     if init_weights is not None:

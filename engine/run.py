@@ -69,6 +69,12 @@ def validate_spec(spec: PretrainSpec | FinetuneSpec, architecture: str) -> None:
     the strategy's phases against the model's blocks (frozen_blocks, lp_ft's two phases), the input
     size against the architecture's smallest (engine.models.MIN_IMAGE_SIZES) and the
     optimiser's options (nesterov needs sgd with momentum). The API runs it before it queues a job."""
+    if isinstance(spec, FinetuneSpec) and architecture == Architecture.pixel_linear:
+        raise SpecError(
+            "source",
+            "a pixel_linear model has no features to transfer: fine-tune from a model with blocks, or "
+            "train pixel_linear itself as a pretrain job (the pixel baseline)",
+        )
     plan_phases(spec, architecture)
     check_image_size(architecture, spec.data.image_size)
     hp = spec.hyperparameters
@@ -386,7 +392,7 @@ def _phase_inputs(job: _Job, phase: Phase) -> _PhaseInputs:
 
 def _suffix(model: TransferNet, frozen: int) -> Forward:
     """The part after the frozen blocks, as a function (bench/common.py wraps it to compile it)."""
-    if frozen == len(model.blocks):
+    if frozen == len(model.blocks) and frozen > 0:  # the frozen prefix ran the neck too
         return model.head
     return lambda x: model.head(model.extract(x, start=frozen))
 

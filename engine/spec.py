@@ -28,6 +28,9 @@ class Architecture(StrEnum):
     resnet18 = "resnet18"
     mobilenet_v3_small = "mobilenet_v3_small"
     vgg11_bn = "vgg11_bn"
+    # No features: a linear classifier on the normalised pixels (at most 32x32 of them), the floor a
+    # linear probe's features must beat to count as transferred. Trained from scratch, never a source.
+    pixel_linear = "pixel_linear"
 
 
 class Strategy(StrEnum):

@@ -27,13 +27,14 @@ from core.experiments.schemas import (
     ExperimentCreate,
     PretrainSummary,
 )
-from core.experiments.summary import choose, summarise
+from core.experiments.summary import against_baselines, choose, summarise
 from core.models import Cost, EpochMetric, Evaluation, Experiment, Job, JobRole, JobStatus
 from engine.strategies import frozen_blocks_of, variant_name
 
 VAL_MEASURE = "validation accuracy (last epoch)"
 TRAIN_MEASURE = "training accuracy (last epoch; the runs have no validation split)"
 AXES = ("lr", "batch_size", "optimizer")
+BASELINE_STRATEGY = "pixels"  # the pixel baseline's rows: strategy and variant
 
 
 def per_class(evaluation: Evaluation) -> list[dict[str, Any]]:
@@ -110,7 +111,10 @@ def pretrain_summary(session: Session, job: Job | None) -> PretrainSummary | Non
 def build_comparison(session: Session, experiment: Experiment) -> Comparison:
     jobs = session.scalars(
         select(Job)
-        .where(Job.experiment_id == experiment.id, Job.role.in_([JobRole.finetune, JobRole.control]))
+        .where(
+            Job.experiment_id == experiment.id,
+            Job.role.in_([JobRole.finetune, JobRole.control, JobRole.baseline]),
+        )
         .order_by(Job.created_at, Job.id)
     ).all()
     ids = [j.id for j in jobs]
@@ -138,7 +142,10 @@ def build_comparison(session: Session, experiment: Experiment) -> Comparison:
     rows: list[ComparisonRow] = []
     for job in jobs:
         spec, hp = job.spec, job.spec["hyperparameters"]
-        strategy: str = job.strategy or spec["strategy"]  # fine-tunes and controls always have one
+        # Fine-tunes and controls always have a strategy; a baseline is named after what it reads.
+        strategy: str = (
+            BASELINE_STRATEGY if job.role == JobRole.baseline else job.strategy or spec["strategy"]
+        )
         evaluation, cost = evaluations.get(job.id), costs.get(job.id)
         val = last.get((job.id, "val"))
         train = last.get((job.id, "train"))
@@ -157,8 +164,12 @@ def build_comparison(session: Session, experiment: Experiment) -> Comparison:
                 control=job.role == JobRole.control,
                 status=job.status,
                 strategy=strategy,
-                variant=variant_name(strategy, spec.get("frozen_blocks")),
-                frozen_blocks=frozen_blocks_of(strategy, spec.get("frozen_blocks"), job.architecture),
+                variant=strategy
+                if job.role == JobRole.baseline
+                else variant_name(strategy, spec.get("frozen_blocks")),
+                frozen_blocks=None
+                if job.role == JobRole.baseline
+                else frozen_blocks_of(strategy, spec.get("frozen_blocks"), job.architecture),
                 optimizer=hp["optimizer"],
                 lr=hp["lr"],
                 batch_size=hp["batch_size"],
@@ -198,6 +209,7 @@ def build_comparison(session: Session, experiment: Experiment) -> Comparison:
         selection_measure=measure,
         rows=rows,
         summary=summary,
+        baselines=against_baselines(rows, summary),
         best=best,
         hyperparameters=_axis_findings(experiment, rows, selection, measure),
         pretrain=pretrain_summary(session, experiment.pretrain_job),

@@ -108,7 +108,19 @@ def _job_rows(experiment: Experiment, source: Job, planned: list[PlannedJob]) ->
     start = utcnow()
     rows: list[Job] = []
     for p in planned:
-        if not isinstance(p.spec, FinetuneSpec):  # the plan's fine-tunes and controls only
+        if not isinstance(p.spec, FinetuneSpec):  # a baseline: its own model, from scratch
+            rows.append(
+                Job(
+                    kind="pretrain",
+                    spec=p.spec.model_dump(mode="json"),
+                    dataset=p.spec.dataset.value,
+                    architecture=p.spec.model.value,
+                    strategy=None,
+                    experiment_id=experiment.id,
+                    role=p.role,
+                    created_at=start + timedelta(microseconds=len(rows)),
+                )
+            )
             continue
         rows.append(
             Job(

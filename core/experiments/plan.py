@@ -3,6 +3,7 @@
     variants = strategies, with partial once per frozen_blocks value (default: half the blocks)
     grid     = lr x batch_size x optimizer from the sweep (an axis left out keeps the base value)
     jobs     = [pre-train] + variants x grid x repeats x (fine-tune, control)
+               + baselines x grid x repeats
 
 Repeat r runs with hyperparameters.seed + r (data order, split, augmentation and the head's
 initialisation), the control of each repeat with the same seed, so each gain is a paired difference.
@@ -20,15 +21,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.experiments.schemas import MAX_EXPERIMENT_JOBS, ExperimentCreate
-from engine.spec import FinetuneSpec, Hyperparameters, PretrainSpec
+from engine.spec import Architecture, FinetuneSpec, Hyperparameters, PretrainSpec
 from engine.strategies import accepts_frozen_blocks, default_frozen_blocks, variant_name
+
+PIXEL_BASELINE = Architecture.pixel_linear
 
 
 @dataclass(frozen=True)
 class PlannedJob:
-    role: str  # pretrain | finetune | control
+    role: str  # pretrain | finetune | control | baseline
     spec: PretrainSpec | FinetuneSpec
-    variant: str | None  # linear, partial-2, full, lp_ft; None for the pre-train
+    variant: str | None  # linear, partial-2, full, lp_ft, pixels (the baseline); None for the pre-train
 
 
 class PlanError(ValueError):
@@ -69,7 +72,8 @@ def count_jobs(request: ExperimentCreate) -> int:
         len(request.frozen_blocks or [None]) if accepts_frozen_blocks(s) else 1 for s in request.strategies
     )
     per_variant = len(_grid(request)) * request.repeats * (2 if request.controls else 1)
-    return variants * per_variant + (1 if request.pretrain is not None else 0)
+    baselines = len(request.baselines) * len(_grid(request)) * request.repeats
+    return variants * per_variant + baselines + (1 if request.pretrain is not None else 0)
 
 
 def check_request(request: ExperimentCreate) -> None:
@@ -180,6 +184,27 @@ def plan_finetunes(request: ExperimentCreate, architecture: str) -> list[Planned
                     if request.controls:
                         control = seeded.model_copy(update={"random_init": True})
                         jobs.append(PlannedJob("control", control, name))
+    jobs += plan_baselines(request)
+    return jobs
+
+
+def plan_baselines(request: ExperimentCreate) -> list[PlannedJob]:
+    """pixels: pixel_linear trained from scratch on the target at every grid point and seed, with the
+    fine-tunes' hyperparameters and data options (the same budget, the same search)."""
+    if "pixels" not in request.baselines:
+        return []
+    base = request.hyperparameters.model_dump()
+    jobs = []
+    for point in _grid(request):
+        for repeat in range(request.repeats):
+            hyperparameters = {**base, **point, "seed": request.hyperparameters.seed + repeat}
+            spec = PretrainSpec(
+                dataset=request.dataset,
+                model=PIXEL_BASELINE,
+                hyperparameters=hyperparameters,
+                data=request.data,
+            )
+            jobs.append(PlannedJob("baseline", spec, "pixels"))
     return jobs
 
 

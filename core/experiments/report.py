@@ -504,7 +504,7 @@ def _repeated_transfer(f: _Facts) -> list[Block]:
         if control is not None:
             text += (
                 f", {with_interval(control.test_accuracy_mean, control.test_accuracy_ci95, control.n)} "
-                "from random weights"
+                f"{control_name(g.variant)}"
             )
         gain = with_interval(g.transfer_gain_mean, g.transfer_gain_ci95, g.n, points)
         if g.transfer_measured is False:
@@ -560,7 +560,62 @@ def _summary_table(f: _Facts) -> Table:
 
 
 def _transfer(f: _Facts) -> list[Block]:
-    """Seed section 9: how much of the source transfers, each gain against its random-weights control."""
+    """Seed section 9: how much of the source transfers: each gain against its control, then each
+    strategy against the baselines."""
+    return _transfer_gains(f) + _against_baselines(f)
+
+
+def control_name(variant: str) -> str:
+    """A control as the report names it: full's is a model trained from scratch."""
+    return "from scratch" if variant == "full" else "from random weights"
+
+
+def _against_baselines(f: _Facts) -> list[Block]:
+    if not f.comparison.baselines:
+        return []
+    floors = {s.variant: s for s in f.comparison.summary if s.role == "baseline" and s.chosen}
+    items = []
+    for b in f.comparison.baselines:
+        floor = floors.get(b.baseline)
+        difference = with_interval(b.difference_mean, b.difference_ci95, b.n, points)
+        text = f"{b.variant} against the {b.baseline} baseline"
+        if floor is not None:
+            text += f" ({with_interval(floor.test_accuracy_mean, floor.test_accuracy_ci95, floor.n)})"
+        if b.beats is True:
+            text += f": {difference}, above it beyond the seeds' spread."
+        elif b.beats is False:
+            text += f": {difference}; the interval does not lie above 0, so {b.variant} does not beat it."
+        else:
+            text += f": {difference} (one seed: no interval, so no verdict)."
+        items.append(text)
+    out: list[Block] = [
+        Heading(3, "Against the baselines"),
+        Paragraph(
+            "The pixels baseline is a linear classifier on the normalised input pixels (pixel_linear, "
+            "trained from scratch with the same hyperparameters, sweep and seeds): features that do not "
+            "beat it have not transferred anything a linear model could use. Differences are paired by "
+            "seed."
+        ),
+        Bullets(items),
+    ]
+    linear = next(
+        (b for b in f.comparison.baselines if (b.variant, b.baseline) == ("linear", "pixels")), None
+    )
+    if linear is not None and linear.beats is False:
+        pretrain = f.comparison.pretrain
+        images = (
+            f" ({count(pretrain.train_images)} training images)" if pretrain and pretrain.train_images else ""
+        )
+        out.append(
+            Paragraph(
+                f"The linear probe does not beat raw pixels: the features learnt from {f.source}{images} "
+                f"do not beat the pixels of {f.target} for a linear classifier."
+            )
+        )
+    return out
+
+
+def _transfer_gains(f: _Facts) -> list[Block]:
     out: list[Block] = [Heading(2, f"How much of {f.source} transfers (seed section 9)")]
     if not f.request.controls:
         return [*out, Paragraph("No controls were requested, so the transfer cannot be measured.")]
@@ -577,7 +632,7 @@ def _transfer(f: _Facts) -> list[Block]:
         Bullets(
             [
                 f"{r.variant}: {pct(r.test_accuracy)} from the pre-trained weights, "
-                f"{pct(control.test_accuracy)} from random weights: {points(gain)}."
+                f"{pct(control.test_accuracy)} {control_name(r.variant)}: {points(gain)}."
                 for r, gain, control in gains
             ]
         )

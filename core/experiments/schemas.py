@@ -104,6 +104,13 @@ class ExperimentCreate(_Strict):
         True,
         description="Also run every fine-tune from randomly initialised weights, to measure what transfers.",
     )
+    baselines: list[Literal["pixels"]] = Field(
+        default_factory=list,
+        max_length=1,
+        description="Floors to compare every strategy with. pixels: a linear classifier on the normalised "
+        "input pixels (model pixel_linear, from scratch) with the fine-tunes' hyperparameters, sweep and "
+        "repeats: the floor a linear probe must beat before its features count as transferred.",
+    )
     repeats: int = Field(
         1,
         ge=1,
@@ -114,23 +121,27 @@ class ExperimentCreate(_Strict):
         "mean validation accuracy.",
     )
 
-    _check_unique = field_validator("strategies", "frozen_blocks")(_unique)
+    _check_unique = field_validator("strategies", "frozen_blocks", "baselines")(_unique)
 
 
 # ---------------------------------------------------------------- responses
 
-Role = Literal["pretrain", "finetune", "control"]
+Role = Literal["pretrain", "finetune", "control", "baseline"]
 
 
 class ComparisonRow(BaseModel):
     """One fine-tune or control: what it was, how well it did, what it cost."""
 
     job_id: str = Field(description="The job this row describes.")
-    role: Literal["finetune", "control"] = Field(description="finetune, or control (from random weights).")
+    role: Literal["finetune", "control", "baseline"] = Field(
+        description="finetune, control (from random weights) or baseline (pixels: no features at all)."
+    )
     control: bool = Field(description="True for a run from randomly initialised weights.")
     status: JobStatus = Field(description="The job's status; metrics are null unless succeeded.")
-    strategy: str = Field(description="linear, partial, full or lp_ft.")
-    variant: str = Field(description="Strategy with its frozen blocks: linear, partial-2, full, lp_ft.")
+    strategy: str = Field(description="linear, partial, full or lp_ft; pixels for the pixel baseline.")
+    variant: str = Field(
+        description="Strategy with its frozen blocks: linear, partial-2, full, lp_ft, pixels."
+    )
     frozen_blocks: int | None = Field(
         description="Leading blocks frozen (linear: all; full: 0; lp_ft: null)."
     )
@@ -171,7 +182,9 @@ class SummaryRow(BaseModel):
 
     variant: str = Field(description="Strategy with its frozen blocks: linear, partial-2, full, lp_ft.")
     strategy: str = Field(description="linear, partial, full or lp_ft.")
-    role: Literal["finetune", "control"] = Field(description="finetune, or control (from random weights).")
+    role: Literal["finetune", "control", "baseline"] = Field(
+        description="finetune, control (from random weights) or baseline (pixels)."
+    )
     optimizer: str = Field(description="Optimiser.")
     lr: float = Field(description="Peak learning rate of the head.")
     batch_size: int = Field(description="Images per optimiser step.")
@@ -194,7 +207,24 @@ class SummaryRow(BaseModel):
         description="Fine-tunes with a gain: false when the gain's interval contains 0 (no transfer was "
         "measured), true otherwise."
     )
-    chosen: bool = Field(description="The hyperparameters this variant picks: best mean selection measure.")
+    chosen: bool = Field(
+        description="The hyperparameters this variant (or baseline) picks: best mean selection measure."
+    )
+
+
+class BaselineComparison(BaseModel):
+    """A chosen strategy against a chosen baseline: test accuracy minus the baseline's, paired seed
+    by seed (the same split and data order), with the 95% t-interval of the mean difference."""
+
+    variant: str = Field(description="The strategy variant (its chosen hyperparameters).")
+    baseline: str = Field(description="The baseline (its chosen hyperparameters): pixels.")
+    n: int = Field(description="Seeds at which both succeeded.")
+    difference_mean: float | None = Field(description="Mean of (variant minus baseline) test accuracy.")
+    difference_ci95: float | None = Field(description="Half-width of its 95% t-interval.")
+    beats: bool | None = Field(
+        description="true: above the baseline beyond the interval; false: not (the interval contains 0 or "
+        "lies below it); null with fewer than two seeds."
+    )
 
 
 class BestStrategy(BaseModel):
@@ -245,6 +275,9 @@ class Comparison(BaseModel):
     summary: list[SummaryRow] = Field(
         default_factory=list,
         description="One per (variant, role, hyperparameters): means over the seeds with 95% intervals.",
+    )
+    baselines: list[BaselineComparison] = Field(
+        default_factory=list, description="Each chosen strategy against each chosen baseline."
     )
     best: BestStrategy | None = Field(description="Null when no fine-tune succeeded.")
     hyperparameters: list[AxisFinding] = Field(description="Per swept axis (more than one value).")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
-from core.experiments.schemas import BestStrategy, ComparisonRow, SummaryRow
+from core.experiments.schemas import BaselineComparison, BestStrategy, ComparisonRow, SummaryRow
 from core.experiments.stats import MeanInterval, mean_ci95
 from core.models import JobStatus
 
@@ -82,7 +82,7 @@ def _mark_chosen(
 ) -> None:
     best_of_variant: dict[str, tuple[tuple[float, float], SummaryRow]] = {}
     for entry, group in zip(summary, groups.values(), strict=True):
-        if entry.role != "finetune":
+        if entry.role == "control":
             continue
         scores = [selection[r.job_id] for r in group if r.job_id in selection]
         if not scores:
@@ -101,7 +101,7 @@ def choose(
     by_id = {r.job_id: r for r in rows}
     best: BestStrategy | None = None
     for entry in summary:
-        if not entry.chosen:
+        if not entry.chosen or entry.role != "finetune":
             continue
         selected = [by_id[j] for j in entry.job_ids if j in selection]
         stand_in = min(selected, key=lambda r: r.seed)
@@ -122,3 +122,38 @@ def choose(
                 transfer_gain_ci95=entry.transfer_gain_ci95,
             )
     return best
+
+
+def against_baselines(rows: list[ComparisonRow], summary: list[SummaryRow]) -> list[BaselineComparison]:
+    """Each chosen fine-tune group against each chosen baseline group, paired by seed."""
+    by_id = {r.job_id: r for r in rows}
+
+    def accuracy_by_seed(entry: SummaryRow) -> dict[int, float]:
+        runs = [by_id[j] for j in entry.job_ids]
+        return {
+            r.seed: r.test_accuracy
+            for r in runs
+            if r.status == JobStatus.succeeded and r.test_accuracy is not None
+        }
+
+    chosen = [s for s in summary if s.chosen]
+    out = []
+    for baseline in (s for s in chosen if s.role == "baseline"):
+        floor = accuracy_by_seed(baseline)
+        for entry in (s for s in chosen if s.role == "finetune"):
+            ours = accuracy_by_seed(entry)
+            interval = mean_ci95([ours[seed] - floor[seed] for seed in sorted(ours.keys() & floor.keys())])
+            beats = None
+            if interval.ci95 is not None and interval.mean is not None:
+                beats = interval.mean - interval.ci95 > 0
+            out.append(
+                BaselineComparison(
+                    variant=entry.variant,
+                    baseline=baseline.variant,
+                    n=interval.n,
+                    difference_mean=interval.mean,
+                    difference_ci95=interval.ci95,
+                    beats=beats,
+                )
+            )
+    return out

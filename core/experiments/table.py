@@ -69,7 +69,7 @@ class Column:
 
 
 def _gain(row: Row, style: TableStyle) -> str:
-    if row["control"]:
+    if row["control"] or row["role"] == "baseline":
         return ""
     return points(row["transfer_gain"], style.no_gain, style.units)
 

@@ -129,9 +129,8 @@ def finish_jobs(session: Session, enqueued: list[str]) -> Callable[..., None]:
                 job.finished_at = utcnow()
                 session.commit()
             else:
-                trainable = {"linear": 1290, "partial": 300_000, "full": 390_000, "lp_ft": 390_000}[
-                    job.strategy
-                ]
+                trainable = {"linear": 1290, "partial": 300_000, "full": 390_000, "lp_ft": 390_000,
+                             None: 30_730}[job.strategy]  # fmt: skip
                 store_results(
                     session, job, val=result[0], test=result[1], trainable=trainable,
                     train_seconds=trainable / 10_000 + 1,

@@ -175,3 +175,70 @@ def test_the_report_gives_intervals_and_says_where_no_transfer_was_measured(clie
     assert "mean of 3 runs" in text and "95% interval" in text
     assert "no transfer was measured" in text  # full's gain straddles 0
     assert "full" in text.split("no transfer was measured")[0].splitlines()[-1]
+
+
+# ---------------------------------------------------------------- the pixels baseline
+
+
+def baseline_score(job: Job) -> tuple[float, float]:
+    seed = job.spec["hyperparameters"]["seed"]
+    if job.role == "baseline":
+        return 0.9, (0.90, 0.91)[seed]
+    if job.spec["random_init"]:
+        return 0.5, 0.3
+    # linear: below the pixels at both seeds; full: above them at both
+    return {"linear": (0.85, (0.86, 0.88)[seed]), "full": (0.97, (0.98, 0.985)[seed])}[job.strategy]
+
+
+@pytest.fixture
+def with_baseline(client, pretrained, finish_jobs, session):
+    experiment = create(client, pretrained_job=pretrained.id, strategies=["linear", "full"], repeats=2,
+                        baselines=["pixels"])  # fmt: skip
+    finish_jobs(experiment["id"], baseline_score)
+    return client.get(f"/experiments/{experiment['id']}").json()
+
+
+def test_the_pixels_baseline_runs_pixel_linear_from_scratch_at_every_seed(with_baseline, session):
+    baselines = (
+        session.query(Job).filter(Job.experiment_id == with_baseline["id"], Job.role == "baseline").all()
+    )
+    assert sorted(j.spec["hyperparameters"]["seed"] for j in baselines) == [0, 1]
+    assert {(j.kind, j.architecture, j.source_job_id, j.dataset) for j in baselines} == {
+        ("pretrain", "pixel_linear", None, "mnist")
+    }
+    rows = [r for r in with_baseline["comparison"]["rows"] if r["role"] == "baseline"]
+    assert {(r["variant"], r["transfer_gain"], r["chosen"]) for r in rows} == {("pixels", None, False)}
+
+
+def test_every_strategy_is_compared_with_the_baseline_paired_by_seed(with_baseline):
+    comparisons = {b["variant"]: b for b in with_baseline["comparison"]["baselines"]}
+    assert set(comparisons) == {"linear", "full"}
+    linear = comparisons["linear"]
+    assert linear["n"] == 2 and linear["baseline"] == "pixels"
+    assert linear["difference_mean"] == pytest.approx(((0.86 - 0.90) + (0.88 - 0.91)) / 2, abs=1e-9)
+    assert linear["beats"] is False
+    assert comparisons["full"]["beats"] is True
+    best = with_baseline["comparison"]["best"]
+    assert best["variant"] == "full"  # a baseline is never the best strategy
+
+
+def test_the_report_says_which_strategies_beat_the_pixels(client, with_baseline):
+    text = client.get(f"/experiments/{with_baseline['id']}/report").text
+    assert "### Against the baselines" in text
+    assert "linear does not beat it" in text
+    assert "The linear probe does not beat raw pixels" in text
+    assert "full against the pixels baseline" in text and "above it beyond the seeds' spread" in text
+    assert "from scratch" in text  # full's control is named for what it is
+
+
+def test_a_baseline_is_counted_in_the_job_budget(client, pretrained):
+    request = body(
+        pretrained_job=pretrained.id,
+        baselines=["pixels"],
+        sweep={"lr": [0.1, 0.01]},
+        repeats=10,
+        strategies=["linear", "partial", "full", "lp_ft"],
+    )
+    response = client.post("/experiments", json=request)
+    assert response.status_code == 422
+    assert "repeats" in response.json()["detail"][0]["msg"]
