@@ -143,9 +143,12 @@ def build_comparison(session: Session, experiment: Experiment) -> Comparison:
     for job in jobs:
         spec, hp = job.spec, job.spec["hyperparameters"]
         # Fine-tunes and controls always have a strategy; a baseline is named after what it reads.
-        strategy: str = (
-            BASELINE_STRATEGY if job.role == JobRole.baseline else job.strategy or spec["strategy"]
-        )
+        if job.role == JobRole.baseline:
+            strategy, variant, frozen = BASELINE_STRATEGY, BASELINE_STRATEGY, None
+        else:
+            strategy = job.strategy or spec["strategy"]
+            variant = variant_name(strategy, spec.get("frozen_blocks"))
+            frozen = frozen_blocks_of(strategy, spec.get("frozen_blocks"), job.architecture)
         evaluation, cost = evaluations.get(job.id), costs.get(job.id)
         val = last.get((job.id, "val"))
         train = last.get((job.id, "train"))
@@ -164,12 +167,8 @@ def build_comparison(session: Session, experiment: Experiment) -> Comparison:
                 control=job.role == JobRole.control,
                 status=job.status,
                 strategy=strategy,
-                variant=strategy
-                if job.role == JobRole.baseline
-                else variant_name(strategy, spec.get("frozen_blocks")),
-                frozen_blocks=None
-                if job.role == JobRole.baseline
-                else frozen_blocks_of(strategy, spec.get("frozen_blocks"), job.architecture),
+                variant=variant,
+                frozen_blocks=frozen,
                 optimizer=hp["optimizer"],
                 lr=hp["lr"],
                 batch_size=hp["batch_size"],

@@ -126,14 +126,15 @@ class ExperimentCreate(_Strict):
 
 # ---------------------------------------------------------------- responses
 
-Role = Literal["pretrain", "finetune", "control", "baseline"]
+RunRole = Literal["finetune", "control", "baseline"]  # the runs a comparison compares
+Role = Literal["pretrain", RunRole]
 
 
 class ComparisonRow(BaseModel):
     """One fine-tune or control: what it was, how well it did, what it cost."""
 
     job_id: str = Field(description="The job this row describes.")
-    role: Literal["finetune", "control", "baseline"] = Field(
+    role: RunRole = Field(
         description="finetune, control (from random weights) or baseline (pixels: no features at all)."
     )
     control: bool = Field(description="True for a run from randomly initialised weights.")
@@ -180,11 +181,11 @@ class SummaryRow(BaseModel):
     """The runs of one (variant, role, hyperparameters) over its seeds: means and 95% t-intervals
     (half-widths; null with fewer than two finished runs)."""
 
-    variant: str = Field(description="Strategy with its frozen blocks: linear, partial-2, full, lp_ft.")
-    strategy: str = Field(description="linear, partial, full or lp_ft.")
-    role: Literal["finetune", "control", "baseline"] = Field(
-        description="finetune, control (from random weights) or baseline (pixels)."
+    variant: str = Field(
+        description="Strategy with its frozen blocks: linear, partial-2, full, lp_ft, pixels."
     )
+    strategy: str = Field(description="linear, partial, full or lp_ft; pixels for the pixel baseline.")
+    role: RunRole = Field(description="finetune, control (from random weights) or baseline (pixels).")
     optimizer: str = Field(description="Optimiser.")
     lr: float = Field(description="Peak learning rate of the head.")
     batch_size: int = Field(description="Images per optimiser step.")
