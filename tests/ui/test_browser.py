@@ -216,7 +216,8 @@ def start_a_job(driver: WebDriver, live: str, epochs: int) -> None:
 
 
 def test_a_job_page_curve_gains_points_while_it_trains(driver, live, state):
-    start_a_job(driver, live, epochs=12)
+    epochs = 40  # long enough that the browser sees the curve grow on a quiet machine (12 was not)
+    start_a_job(driver, live, epochs=epochs)
     open_page(driver, driver.current_url)
     assert driver.find_element(By.ID, "job").get_attribute("data-mode") == "stream"
 
@@ -230,10 +231,13 @@ def test_a_job_page_curve_gains_points_while_it_trains(driver, live, state):
             seen.append(points)
         time.sleep(0.1)
     assert status.text == "succeeded"
-    wait(driver, lambda d: chart.get_attribute("data-points") == "24", what="12 epochs x train and val")
-    assert len([p for p in seen if 0 < p < 24]) >= 2, seen  # it grew while training, not only at the end
+    expected = str(2 * epochs)
+    wait(driver, lambda d: chart.get_attribute("data-points") == expected, what="every epoch x train and val")
+    assert len([p for p in seen if 0 < p < 2 * epochs]) >= 2, (
+        seen
+    )  # it grew while training, not only at the end
     assert seen == sorted(seen)
-    assert len(driver.find_elements(By.CSS_SELECTOR, "#epochs-table tbody tr")) == 24
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#epochs-table tbody tr")) == 2 * epochs
     element(driver, "#checkpoint-links")  # the results came in when it ended
     assert same_document(driver)
     state["checkpoint_page"] = element(driver, "#checkpoint-links a").get_attribute("href")
