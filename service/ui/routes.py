@@ -32,6 +32,7 @@ from core.experiments import table
 from core.experiments.presets import PRESETS
 from core.experiments.schemas import ExperimentCreate
 from core.models import JobStatus
+from core.settings import Settings
 from service.deps import EnqueueDep, SessionDep, SettingsDep
 from service.lru import LRU
 from service.routes import artifacts as artifact_routes
@@ -452,20 +453,29 @@ def experiment_report(
         return error_page(request, exc, settings.api_token)
 
 
+def _cancel_from_form(
+    request: Request, form: FormData, settings: Settings, cancel: Callable[[], object], page_path: str
+) -> Response:
+    """A cancel button: checks the CSRF token, cancels, then shows the page (or 204 for htmx, whose
+    live page shows the change as it streams in). Already ended (409) is not an error: the page says so."""
+    if refused := csrf_refused(request, form, settings.api_token):
+        return refused
+    try:
+        cancel()
+    except HTTPException as exc:
+        if exc.status_code != status.HTTP_409_CONFLICT:
+            return error_page(request, exc, settings.api_token)
+    if is_htmx(request):
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return redirect(request, page_path)
+
+
 @router.post("/experiments/{experiment_id}/cancel")
 def cancel_experiment(
     request: Request, session: SessionDep, settings: SettingsDep, experiment_id: str, form: FormDep
 ) -> Response:
-    if refused := csrf_refused(request, form, settings.api_token):
-        return refused
-    try:
-        experiment_routes.cancel_experiment(session=session, experiment_id=experiment_id)
-    except HTTPException as exc:
-        if exc.status_code != status.HTTP_409_CONFLICT:  # already ended: the page says so
-            return error_page(request, exc, settings.api_token)
-    if is_htmx(request):  # the live page shows the change as it streams in
-        return Response(status_code=status.HTTP_204_NO_CONTENT)
-    return redirect(request, f"/ui/experiments/{experiment_id}")
+    cancel = lambda: experiment_routes.cancel_experiment(session=session, experiment_id=experiment_id)  # noqa: E731
+    return _cancel_from_form(request, form, settings, cancel, f"/ui/experiments/{experiment_id}")
 
 
 # ---------------------------------------------------------------- one job
@@ -501,16 +511,8 @@ def job_artifact(session: SessionDep, settings: SettingsDep, job_id: str, name: 
 def cancel_job(
     request: Request, session: SessionDep, settings: SettingsDep, job_id: str, form: FormDep
 ) -> Response:
-    if refused := csrf_refused(request, form, settings.api_token):
-        return refused
-    try:
-        job_routes.cancel_job(session=session, job_id=job_id, response=Response())
-    except HTTPException as exc:
-        if exc.status_code != status.HTTP_409_CONFLICT:
-            return error_page(request, exc, settings.api_token)
-    if is_htmx(request):
-        return Response(status_code=status.HTTP_204_NO_CONTENT)
-    return redirect(request, f"/ui/jobs/{job_id}")
+    cancel = lambda: job_routes.cancel_job(session=session, job_id=job_id, response=Response())  # noqa: E731
+    return _cancel_from_form(request, form, settings, cancel, f"/ui/jobs/{job_id}")
 
 
 # ---------------------------------------------------------------- login
