@@ -258,12 +258,12 @@ class GarbageReport:
 
 
 def _age_seconds(path: Path, now: float) -> float:
-    """Since the path or its folder entry last changed (a rename into place sets the ctime)."""
+    """Since the path last changed. A checkpoint folder renamed into place was written seconds
+    before, so its modification time is recent too."""
     try:
-        info = path.lstat()
+        return now - path.lstat().st_mtime
     except FileNotFoundError:
         return 0.0
-    return now - max(info.st_mtime, info.st_ctime)
 
 
 def _children(folder: Path) -> list[Path]:
