@@ -129,3 +129,10 @@ def test_the_readme_shows_the_flower_command_and_the_operations_section():
     assert "celery -A worker.celery_app flower" in readme
     for heading in ("## Operations", "### Metrics", "### Logs", "### Deleting"):
         assert heading in readme, heading
+
+
+def test_the_readme_settings_table_lists_exactly_the_settings():
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| `TRANSFERLAB_([A-Z0-9_]+)` \|", table, re.MULTILINE))
+    assert listed == {name.upper() for name in Settings.model_fields}
