@@ -277,7 +277,7 @@ def collect_garbage(
     no row points to. Anything changed within `min_age_seconds` is left alone: a checkpoint folder
     is renamed into place just before its row is committed, and a resume state saved while it runs."""
     now = time.time()
-    statuses = dict(session.execute(select(Job.id, Job.status)).tuples().all())
+    statuses: dict[str, str] = {row.id: row.status for row in session.execute(select(Job.id, Job.status))}
     running_checkpoints = {
         persist.checkpoint_id_for(job_id)
         for job_id, status in statuses.items()
