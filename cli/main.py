@@ -3,6 +3,7 @@
     transferlab serve --port 8000          # migrate, start the embedded workers, run the API
     transferlab worker --device cuda:0     # one Celery worker process per GPU (distributed)
     transferlab migrate                    # upgrade the database to the newest Alembic revision
+    transferlab gc --dry-run               # what resume states and orphan files would be removed
 
 Settings come from TRANSFERLAB_* environment variables (core/settings.py). This is the composition
 root: the one place that wires service/ (the API) and worker/ (Celery) together. Imports are lazy so
@@ -167,13 +168,48 @@ def cmd_serve(args: argparse.Namespace) -> int:
             log.info("started %d worker process(es): %s", count, [p.pid for p in workers])
         tune_openmp_for_serving()  # after the workers started: they keep OpenMP's defaults
         stop_reaper = start_reaper(settings, get_sessionmaker(), enqueue_run_job)
-        uvicorn.run("service.main:app", host=args.host, port=args.port, log_level=args.loglevel.lower())
+        print_addresses(args.host, args.port)
+        # log_config=None: uvicorn's lines go through our handler (TRANSFERLAB_LOG_FORMAT) too.
+        uvicorn.run(
+            "service.main:app",
+            host=args.host,
+            port=args.port,
+            log_level=args.loglevel.lower(),
+            log_config=None,
+        )
     except _Shutdown:
         pass
     finally:
         if stop_reaper is not None:
             stop_reaper.set()
         stop_workers(workers)
+    return 0
+
+
+def print_addresses(host: str, port: int) -> None:
+    """Where to go once it listens: the API, its docs, the dashboard, the probes and the metrics."""
+    shown = f"[{host}]" if ":" in host else ("127.0.0.1" if host in ("0.0.0.0", "") else host)
+    base = f"http://{shown}:{port}"
+    print(
+        f"transferlab: API {base}  docs {base}/docs  dashboard {base}/ui  "
+        f"health {base}/healthz {base}/readyz  metrics {base}/metrics",
+        flush=True,
+    )
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from core.db import get_sessionmaker
+    from core.deletion import collect_garbage
+
+    settings = _settings()
+    with get_sessionmaker()() as session:
+        report = collect_garbage(
+            session, settings, min_age_seconds=args.min_age_seconds, dry_run=args.dry_run
+        )
+    verb = "would remove" if args.dry_run else "removed"
+    for path in report.removed:
+        print(f"{verb} {path}")
+    print(f"transferlab gc: {verb} {len(report.removed)} item(s), {report.bytes_freed} bytes")
     return 0
 
 
@@ -242,6 +278,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     migrate.set_defaults(func=cmd_migrate)
 
+    gc = commands.add_parser(
+        "gc",
+        help="remove the resume states of ended jobs and files no row points to (checkpoints, plots, logs)",
+    )
+    gc.add_argument(
+        "--min-age-seconds",
+        type=float,
+        default=3600.0,
+        help="leave anything changed more recently than this alone (a job being written; default 3600)",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
+    gc.set_defaults(func=cmd_gc)
+
     # Listed here for --help; its own parser (service/experiment_cli.py) reads its arguments.
     commands.add_parser(
         "experiment",
@@ -258,10 +307,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return experiment_main(argv[1:])
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(args, "loglevel", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from core.logs import configure_logging
+
+    # TRANSFERLAB_LOG_FORMAT for this process and what it starts (the workers read the same setting).
+    configure_logging(getattr(args, "loglevel", "INFO"), _settings().log_format)
     return args.func(args) or 0
 
 

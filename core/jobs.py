@@ -5,6 +5,7 @@
     renew_lease(session, claim.lease, lease_seconds=60)        # the worker's heartbeat
     finish(session, claim.lease, JobStatus.succeeded)          # the holder's last write
     cancel(session, job_id)                                     # POST /jobs/{id}/cancel
+    delete_ended(session, job_ids)                              # DELETE /jobs/{id} (core/deletion.py)
     reap(session, lease_seconds=60, max_attempts=3, enqueue=...)   # expired leases, stranded messages
 
 `TRANSITIONS` below is the whole state machine: from which statuses, to which, who makes the move and
@@ -22,15 +23,25 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from core.models import TERMINAL_STATUSES, Job, JobStatus, utcnow
+from core.models import (
+    TERMINAL_STATUSES,
+    Artifact,
+    Checkpoint,
+    Cost,
+    EpochMetric,
+    Evaluation,
+    Job,
+    JobStatus,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +75,18 @@ class Transition(enum.StrEnum):
     reap_requeue = "reap_requeue"
     reap_cancelled = "reap_cancelled"
     reap_exhausted = "reap_exhausted"
+    delete = "delete"
 
 
 @dataclass(frozen=True)
 class Rule:
     sources: frozenset[JobStatus | None]  # None: the row does not exist yet
-    target: JobStatus
+    target: JobStatus | None  # None: the row is deleted
     actor: str
     condition: str  # what the UPDATE's WHERE carries besides the status, for people (docs/architecture.md)
 
 
-def _rule(sources: Iterable[JobStatus | None], target: JobStatus, actor: str, condition: str) -> Rule:
+def _rule(sources: Iterable[JobStatus | None], target: JobStatus | None, actor: str, condition: str) -> Rule:
     return Rule(frozenset(sources), target, actor, condition)
 
 
@@ -99,6 +111,9 @@ TRANSITIONS: dict[Transition, Rule] = {
     Transition.reap_requeue: _rule([R], Q, "reaper", f"{EXPIRED}, attempts unchanged, < max; then sent"),
     Transition.reap_cancelled: _rule([R], C, "reaper", f"{EXPIRED}, cancel_requested"),
     Transition.reap_exhausted: _rule([R], F, "reaper", f"{EXPIRED}, attempts >= max"),
+    Transition.delete: _rule(
+        [S, F, C], None, "API (DELETE)", "ended; its epochs, evaluation, cost, checkpoint and plots with it"
+    ),
 }
 
 
@@ -121,6 +136,8 @@ def _apply(
     """UPDATE jobs SET status=<target>, ... WHERE id=? AND status IN <sources> AND <conditions>.
     True when the row moved. Leaves committing to the caller."""
     rule = TRANSITIONS[transition]
+    if rule.target is None:
+        raise TransitionRefused(f"{transition} deletes the row: use delete_ended")
     sources = set(from_status) if from_status is not None else {s for s in rule.sources if s is not None}
     if not sources or not sources <= rule.sources:
         raise TransitionRefused(f"{transition}: from {sorted(map(str, sources))} is not in the table")
@@ -422,6 +439,50 @@ def cancel_experiment_jobs(session: Session, experiment_id: str) -> tuple[int, i
     return cancelled, requested
 
 
+# ---------------------------------------------------------------- deleting (core/deletion.py decides)
+
+
+def detach_dependents(session: Session, job_ids: Collection[str]) -> int:
+    """Forget that other jobs were fine-tuned from these (their source becomes null): the rows of a
+    forced deletion. Leaves committing to the caller; returns the jobs changed."""
+    result = session.execute(
+        update(Job)
+        .where(Job.source_job_id.in_(job_ids), Job.id.not_in(job_ids))
+        .values(source_job_id=None)
+        .execution_options(synchronize_session=False)
+    )
+    return cast(CursorResult[Any], result).rowcount
+
+
+def delete_ended(session: Session, job_ids: Collection[str]) -> list[str]:
+    """Delete the rows of those jobs that have ended, with their epochs, evaluation, cost, checkpoint
+    row and artifact rows; a queued or running one is left alone. Returns the ids deleted. Leaves
+    committing to the caller (who removes the files after the commit: a failed commit keeps rows
+    that still point at their files)."""
+    sources = [s for s in TRANSITIONS[Transition.delete].sources if s is not None]
+    ended = list(session.scalars(select(Job.id).where(Job.id.in_(job_ids), Job.status.in_(sources))))
+    if not ended:
+        return []
+    for child in (EpochMetric, Evaluation, Cost, Checkpoint, Artifact):
+        session.execute(
+            delete(child).where(child.job_id.in_(ended)).execution_options(synchronize_session=False)
+        )
+    # Within the set, a fine-tune may name another as its source: one statement deletes them all.
+    session.execute(
+        update(Job)
+        .where(Job.id.in_(ended))
+        .values(source_job_id=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        delete(Job)
+        .where(Job.id.in_(ended), Job.status.in_(sources))
+        .execution_options(synchronize_session=False)
+    )
+    session.expire_all()
+    return ended
+
+
 # ---------------------------------------------------------------- the reaper
 
 
@@ -544,5 +605,6 @@ def transitions_markdown() -> str:
     lines = ["| transition | from | to | who | the UPDATE's condition |", "|---|---|---|---|---|"]
     for transition, rule in TRANSITIONS.items():
         sources = ", ".join(sorted("(new)" if s is None else str(s) for s in rule.sources))
-        lines.append(f"| `{transition}` | {sources} | {rule.target} | {rule.actor} | {rule.condition} |")
+        target = "(deleted)" if rule.target is None else rule.target
+        lines.append(f"| `{transition}` | {sources} | {target} | {rule.actor} | {rule.condition} |")
     return "\n".join(lines)

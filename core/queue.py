@@ -48,6 +48,10 @@ def make_celery_app(broker_url: str, include: tuple[str, ...] = ()) -> Celery:
         worker_prefetch_multiplier=1,  # never hold a second job while one trains
         worker_concurrency=1,  # one process per GPU
         worker_hijack_root_logger=False,
+        # Task events, so `celery -A worker.celery_app flower` (README "Operations") shows tasks and
+        # workers; the events go through the broker, a few small messages per job.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
         task_serializer="json",
         accept_content=["json"],
         timezone="UTC",

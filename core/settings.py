@@ -110,6 +110,20 @@ class Settings(BaseSettings):
         "a queued job unclaimed this long is sent again.",
     )
 
+    # ---- operations (#13): /metrics, log format, per-job logs (core/logs.py, core/job_logs.py)
+    metrics_public: bool = Field(
+        False, description="Serve GET /metrics without the API token (for a scraper on a private network)."
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines of every process: text, or json (one JSON object per line)."
+    )
+    job_log_max_bytes: int = Field(
+        1024 * 1024,
+        ge=4096,
+        le=64 * 1024 * 1024,
+        description="Each job's own log (GET /jobs/{id}/logs) keeps at most its last this many bytes.",
+    )
+
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
         if self.environment == "production" and not self.api_token:
@@ -140,6 +154,11 @@ class Settings(BaseSettings):
     @property
     def artifacts_dir(self) -> Path:
         return (self.home / "artifacts").resolve()
+
+    @property
+    def logs_dir(self) -> Path:
+        """Each job's own log lines, one file a job (core/job_logs.py)."""
+        return (self.home / "logs").resolve()
 
     @property
     def sqlalchemy_url(self) -> str:

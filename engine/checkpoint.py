@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from engine.durable import write_atomically
+from engine.durable import disk_full_is_clear, write_atomically
 from engine.errors import CheckpointError
 from engine.results import CheckpointInfo
 
@@ -43,7 +43,8 @@ def save_checkpoint(model: nn.Module, meta: dict[str, Any], directory: Path) -> 
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     weights = directory / WEIGHTS_FILE
-    write_atomically(weights, lambda p: save_file(state, str(p), metadata={"format": FORMAT}))
+    with disk_full_is_clear("the checkpoint", directory):
+        write_atomically(weights, lambda p: save_file(state, str(p), metadata={"format": FORMAT}))
     sha = sha256_file(weights)
     full_meta = {
         "format": FORMAT,
@@ -53,7 +54,8 @@ def save_checkpoint(model: nn.Module, meta: dict[str, Any], directory: Path) -> 
         "created_at": datetime.now(UTC).isoformat(),
         "torch_version": torch.__version__,
     }
-    write_atomically(directory / META_FILE, lambda p: p.write_text(json.dumps(full_meta, indent=2)))
+    with disk_full_is_clear("the checkpoint's metadata", directory):
+        write_atomically(directory / META_FILE, lambda p: p.write_text(json.dumps(full_meta, indent=2)))
     return CheckpointInfo(directory=directory, weights_path=weights, sha256=sha, meta=full_meta)
 
 

@@ -10,9 +10,17 @@ there, at its full size, holding zeros, and a later load picks it up.
 
 from __future__ import annotations
 
+import errno
 import os
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from engine.errors import DiskFullError
+
+# No space left on the device, or the user's quota is used up: both mean "free disk space".
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def fsync_file(path: Path) -> None:
@@ -56,3 +64,25 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
+
+
+@contextmanager
+def disk_full_is_clear(what: str, folder: Path) -> Iterator[None]:
+    """Turn a full disk while writing `what` into a DiskFullError that says so, how much space is
+    left, and what to do (the OSError's own text names a server path and only "Errno 28")."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in DISK_FULL_ERRNOS or isinstance(exc, DiskFullError):
+            raise
+        try:
+            free = f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free"
+        except OSError:
+            free = "free space unknown"
+        full = DiskFullError(
+            f"the disk is full: could not write {what} ({free} in the state folder); nothing half-"
+            "written was kept. Free space (transferlab gc, DELETE /jobs/{id} of jobs no longer "
+            "wanted) and post the job again"
+        )
+        full.errno = exc.errno  # still an OSError with ENOSPC for whoever checks the number
+        raise full from None

@@ -41,3 +41,8 @@ class CheckpointError(EngineError):
 
 class JobCancelled(EngineError):
     """The hooks asked the run to stop; raised between batches, or instead of writing a state or weights."""
+
+
+class DiskFullError(EngineError, OSError):
+    """The state folder's disk (or quota) is full: a checkpoint or resume state could not be written.
+    Nothing half-written is left behind (engine.durable writes beside, then renames)."""

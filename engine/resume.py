@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from engine.durable import fsync_dir, fsync_tree
+from engine.durable import disk_full_is_clear, fsync_dir, fsync_tree
 
 STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
@@ -69,15 +69,16 @@ def save_state(directory: Path, state: dict[str, Any]) -> None:
     delete each other's, and the last to swap its state in wins."""
     directory = Path(directory)
     tmp = _beside(directory, "tmp")
-    tmp.mkdir(parents=True)
     try:
-        tensors: dict[str, torch.Tensor] = {}
-        flat = _flatten(state, tensors)
-        save_file(tensors, str(tmp / STATE_TENSORS))
-        (tmp / STATE_JSON).write_text(json.dumps(flat))
-        fsync_tree(tmp)  # on disk before the rename that makes it the state to resume from
-        _swap_in(tmp, directory)
-        fsync_dir(directory.parent)
+        with disk_full_is_clear("the resume state", directory.parent):
+            tmp.mkdir(parents=True)
+            tensors: dict[str, torch.Tensor] = {}
+            flat = _flatten(state, tensors)
+            save_file(tensors, str(tmp / STATE_TENSORS))
+            (tmp / STATE_JSON).write_text(json.dumps(flat))
+            fsync_tree(tmp)  # on disk before the rename that makes it the state to resume from
+            _swap_in(tmp, directory)
+            fsync_dir(directory.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone already, unless writing or swapping failed
     _remove_leftovers(directory)

@@ -12,7 +12,7 @@ JSON API together with its X-CSRF-Token header; a dashboard page without either 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -43,14 +43,26 @@ def token_matches(header: str | None, token: str) -> bool:
 class TokenMiddleware:
     """token: a callable giving the current token, or None when the API is open (read per request)."""
 
-    def __init__(self, app: ASGIApp, token: Callable[[], str | None]):
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: Callable[[], str | None],
+        public_paths: Callable[[], Collection[str]] = frozenset,
+    ):
         self.app = app
         self.token = token
+        self.public_paths = public_paths  # opened by a setting (TRANSFERLAB_METRICS_PUBLIC: /metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         token = self.token() if scope["type"] == "http" else None
         path = route_path(scope) if token else ""
-        if not token or path in OPEN_PATHS or is_open_path(path) or scope.get("method") == "OPTIONS":
+        if (
+            not token
+            or path in OPEN_PATHS
+            or is_open_path(path)
+            or scope.get("method") == "OPTIONS"
+            or path in self.public_paths()
+        ):
             await self.app(scope, receive, send)
             return
         header = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)

@@ -58,11 +58,17 @@ class PredictorCache:
         self.capacity = capacity
         self._loader = loader
         self.load_rate = load_rate  # None: loads are not limited
-        self._items = LRU(capacity, on_evict=_close)
+        self._items = LRU(capacity, on_evict=self._evicted)
         self._lock = threading.Lock()  # guards _loading and the counters
         self._loading: dict[tuple[str, str], threading.Lock] = {}
         self.hits = 0
         self.misses = 0
+        self.evictions = 0  # models dropped for newer ones or forgotten (GET /metrics)
+
+    def _evicted(self, item: Any) -> None:
+        with self._lock:
+            self.evictions += 1
+        _close(item)
 
     def _hit(self, key: tuple[str, str]) -> Any | None:
         item = self._items.get(key)
@@ -98,6 +104,12 @@ class PredictorCache:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def forget(self, checkpoint_id: str) -> None:
+        """Drop the checkpoint's loaded model (it was deleted): it answers no request more."""
+        for key in list(self._items.keys()):
+            if isinstance(key, tuple) and key[0] == checkpoint_id:
+                self._items.discard(key)
 
     def clear(self) -> None:
         self._items.clear()

@@ -34,6 +34,13 @@ class LRU:
                 self.on_evict(old)
         return value
 
+    def discard(self, key: Hashable) -> None:
+        """Remove the entry if there is one, calling `on_evict` on it."""
+        with self._lock:
+            value = self._items.pop(key, None)
+        if value is not None and self.on_evict is not None:
+            self.on_evict(value)
+
     def keys(self) -> Iterator[Hashable]:
         with self._lock:
             return iter(list(self._items))

@@ -26,12 +26,26 @@ from service.body_limit import BodyLimitMiddleware
 from service.deps import require_token
 from service.docs_assets import install_docs
 from service.errors import json_safe
+from service.metrics import MetricsMiddleware
 from service.openapi import DATABASE_UNAVAILABLE, install_openapi
 from service.redact import redact
-from service.routes import artifacts, checkpoints, events, experiments, health, jobs, predict
+from service.routes import (
+    artifacts,
+    checkpoints,
+    deletion,
+    events,
+    experiments,
+    health,
+    job_logs,
+    jobs,
+    predict,
+)
+from service.routes import metrics as metrics_route
 from service.ui import routes as ui
 
 log = logging.getLogger(__name__)
+
+METRICS_PATHS = frozenset({"/metrics"})
 
 DESCRIPTION = """
 Transfer-learning experiments over HTTP: pre-train a CNN on a source data set (STL-10),
@@ -150,7 +164,12 @@ def create_app() -> FastAPI:
     # A too-large upload is refused before any of it is read, and (added last, so outermost) a
     # request without the token before anything else happens.
     app.add_middleware(BodyLimitMiddleware, limits={"/predict": lambda: get_settings().max_upload_bytes})
-    app.add_middleware(TokenMiddleware, token=lambda: get_settings().api_token)
+    app.add_middleware(
+        TokenMiddleware,
+        token=lambda: get_settings().api_token,
+        public_paths=lambda: METRICS_PATHS if get_settings().metrics_public else (),
+    )
+    app.add_middleware(MetricsMiddleware, router_app=app)  # outermost: a 401 is counted too
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(OperationalError, _database_unavailable)
@@ -158,9 +177,18 @@ def create_app() -> FastAPI:
 
     authenticated = [Depends(require_token)]
     app.include_router(health.router)
-    for router in (jobs.router, checkpoints.router, predict.router, experiments.router, artifacts.router):
+    for router in (
+        jobs.router,
+        job_logs.router,
+        deletion.router,
+        checkpoints.router,
+        predict.router,
+        experiments.router,
+        artifacts.router,
+    ):
         app.include_router(router, dependencies=authenticated, responses=DATABASE_UNAVAILABLE)
     app.include_router(events.router, dependencies=authenticated)  # documents its own JSON errors
+    app.include_router(metrics_route.router)  # its own token check: TRANSFERLAB_METRICS_PUBLIC
     install_openapi(app, token=lambda: get_settings().api_token)
     install_docs(app)
     ui.install(app)  # the dashboard at /ui (service/ui)

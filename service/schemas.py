@@ -25,6 +25,7 @@ class JobLinks(BaseModel):
     self: str = Field(description="This job.")
     metrics: str = Field(description="Per-epoch metrics, evaluation and cost.")
     cancel: str = Field(description="POST here to cancel.")
+    logs: str = Field(description="Its own log lines, as text.")
     source: str | None = Field(None, description="The job this one fine-tunes (finetune only).")
     checkpoint: str | None = Field(None, description="The trained checkpoint, once there is one.")
 
@@ -64,6 +65,11 @@ class JobPublic(BaseModel):
     started_at: datetime | None = Field(description="When a worker last started it (UTC).")
     finished_at: datetime | None = Field(description="When it reached a final status (UTC).")
     heartbeat_at: datetime | None = Field(description="Last sign of life from its worker (UTC).")
+    disk_bytes: int | None = Field(
+        None,
+        description="Bytes its checkpoint, resume state, plots and log take on disk now; in GET "
+        "/jobs/{id} (null in lists). DELETE /jobs/{id} frees them.",
+    )
     links: JobLinks = Field(description="Related resources.")
 
     @classmethod
@@ -95,6 +101,7 @@ class JobPublic(BaseModel):
                 self=f"/jobs/{job.id}",
                 metrics=f"/jobs/{job.id}/metrics",
                 cancel=f"/jobs/{job.id}/cancel",
+                logs=f"/jobs/{job.id}/logs",
                 source=f"/jobs/{job.source_job_id}" if job.source_job_id else None,
                 checkpoint=f"/checkpoints/{checkpoint_id}" if checkpoint_id else None,
             ),
@@ -181,6 +188,7 @@ class CheckpointPublic(BaseModel):
     )
     sha256: str = Field(description="sha256 of the weights file, checked before every load.")
     size_bytes: int = Field(description="Size of the weights file in bytes.")
+    disk_bytes: int | None = Field(None, description="Bytes its folder (weights and metadata) takes on disk.")
     created_at: datetime = Field(description="When it was written (UTC).")
 
 

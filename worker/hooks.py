@@ -52,6 +52,18 @@ class JobHooks(Hooks):
                 session.commit()
 
     def on_epoch(self, metrics: list[EpochMetrics]) -> None:
+        for m in metrics:  # the job's own log shows its curve (core/job_logs.py)
+            log.info(
+                "job %s: epoch %d %s loss %.4f accuracy %.4f lr %.3g, %.1f s, %.0f images/s",
+                self.lease.job_id,
+                m.epoch,
+                m.phase,
+                m.loss,
+                m.accuracy,
+                m.lr,
+                m.seconds,
+                m.images_per_second,
+            )
         with self.sessions() as session:
             if record(session, self.lease, current_epoch=metrics[0].epoch, progress=self.fraction):
                 persist.upsert_epochs(session, self.lease.job_id, metrics)

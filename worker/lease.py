@@ -9,6 +9,7 @@ the time limit it was given with `limit_time` (`time_limit`, core.budgets.time_l
 
 from __future__ import annotations
 
+import contextvars
 import enum
 import logging
 import math
@@ -56,7 +57,13 @@ class LeaseKeeper:
         self._started = time.monotonic()
         self._lease_ends = self._started + lease_seconds
         self._deadline = math.inf  # the time limit's end (limit_time)
-        self._thread = threading.Thread(target=self._run, name=f"lease-{lease.job_id}", daemon=True)
+        # Run in a copy of this context: the thread's lines carry the job's id (core.logs).
+        self._thread = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(self._run,),
+            name=f"lease-{lease.job_id}",
+            daemon=True,
+        )
 
     def __enter__(self) -> LeaseKeeper:
         self._thread.start()

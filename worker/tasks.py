@@ -39,12 +39,14 @@ from core import persist
 from core.budgets import TimeLimit, estimate_job, time_limit
 from core.db import get_sessionmaker
 from core.experiments.orchestrate import notify_job_finished
+from core.job_logs import capture_job_log
 from core.jobs import ClaimOutcome, Lease, claim_job, finish, release
+from core.logs import job_context
 from core.models import Checkpoint, Job, JobStatus
 from core.queue import TASK_NAME, enqueue_run_job
 from core.recovery import forget_run_state
 from core.settings import Settings, get_settings
-from engine.errors import CheckpointError, JobCancelled
+from engine.errors import CheckpointError, EngineError, JobCancelled
 from engine.results import RunResult
 from engine.run import run_job as run_engine
 from engine.spec import FinetuneSpec, JobSpec, PretrainSpec
@@ -123,8 +125,14 @@ def run_job(self, job_id: str) -> str:  # self: celery's bound task
 def execute_job(
     job_id: str, settings: Settings | None = None, *, shutdown: threading.Event | None = None
 ) -> RunOutcome:
-    """Claim, run and finish one job in this process."""
+    """Claim, run and finish one job in this process. Every line logged meanwhile carries the job's
+    id, and those of a claimed job are kept in its own log (GET /jobs/{id}/logs)."""
     settings = settings or get_settings()
+    with job_context(job_id):
+        return _execute_job(job_id, settings, shutdown)
+
+
+def _execute_job(job_id: str, settings: Settings, shutdown: threading.Event | None) -> RunOutcome:
     sessions = get_sessionmaker()
     me = worker_name()
     with sessions() as session:
@@ -142,8 +150,22 @@ def execute_job(
             forget_run_state(settings, job_id)
             notify_job_finished(job_id, enqueue_run_job)
         return _FROM_CLAIM[claim.outcome]
-    lease = claim.lease
-    log.info("job %s claimed by %s (attempt %d)", job_id, me, lease.attempt)
+    with capture_job_log(settings, job_id):
+        outcome = _run_claimed(claim.lease, settings, sessions, shutdown)
+    if outcome in TERMINAL_OUTCOMES:
+        forget_run_state(settings, job_id)
+        notify_job_finished(job_id, enqueue_run_job)  # an experiment's next step: fan out, finish, fail
+    return outcome
+
+
+def _run_claimed(
+    lease: Lease,
+    settings: Settings,
+    sessions: Callable[[], AbstractContextManager[Session]],
+    shutdown: threading.Event | None,
+) -> RunOutcome:
+    job_id = lease.job_id
+    log.info("job %s claimed by %s (attempt %d)", job_id, lease.worker, lease.attempt)
     with LeaseKeeper(
         sessions,
         lease,
@@ -159,9 +181,6 @@ def execute_job(
         finally:
             run.discard_temporary_checkpoint()
     log.info("job %s: %s", job_id, outcome)
-    if outcome in TERMINAL_OUTCOMES:
-        forget_run_state(settings, job_id)
-        notify_job_finished(job_id, enqueue_run_job)  # an experiment's next step: fan out, finish, fail
     return outcome
 
 
@@ -326,8 +345,13 @@ class ClaimedRun:
         return RunOutcome.cancelled if status else RunOutcome.lost
 
     def fail(self, exc: Exception) -> RunOutcome:
-        """The run raised: the job fails with the error's type and message (the traceback is logged)."""
-        log.error("job %s failed:\n%s", self.lease.job_id, traceback.format_exc())
+        """The run raised: the job fails with the error's type and message. An engine error (missing
+        data, a refused spec or checkpoint, a full disk) is expected and says what to do: one line;
+        anything else is a bug, logged with its traceback."""
+        if isinstance(exc, EngineError):
+            log.error("job %s failed: %s: %s", self.lease.job_id, type(exc).__name__, exc)
+        else:
+            log.error("job %s failed:\n%s", self.lease.job_id, traceback.format_exc())
         error = f"{type(exc).__name__}: {exc}"
         del exc
         _free_memory()

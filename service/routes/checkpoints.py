@@ -7,7 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from sqlalchemy import func, select
 
+from core.deletion import checkpoint_disk_bytes
 from core.models import Checkpoint
+from core.settings import Settings, get_settings
 from service.deps import MAX_SKIP, SessionDep
 from service.errors import get_or_404
 from service.schemas import CheckpointList, CheckpointPublic, ErrorPublic
@@ -31,7 +33,7 @@ def list_checkpoints(
         .offset(skip)
         .limit(limit)
     ).all()
-    return CheckpointList(data=[CheckpointPublic.model_validate(row) for row in rows], count=count)
+    return CheckpointList(data=[_public(row, get_settings()) for row in rows], count=count)
 
 
 @router.get(
@@ -42,4 +44,11 @@ def list_checkpoints(
 def get_checkpoint(session: SessionDep, checkpoint_id: str) -> CheckpointPublic:
     """One checkpoint: job, architecture, data set, strategy, classes, input spec, sha256, size."""
     row = get_or_404(session, Checkpoint, checkpoint_id, "checkpoint")
-    return CheckpointPublic.model_validate(row)
+    return _public(row, get_settings())
+
+
+def _public(row: Checkpoint, settings: Settings) -> CheckpointPublic:
+    """The row, with the bytes its folder takes on disk (disk_bytes)."""
+    return CheckpointPublic.model_validate(row).model_copy(
+        update={"disk_bytes": checkpoint_disk_bytes(settings, row)}
+    )

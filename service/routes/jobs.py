@@ -10,8 +10,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from core import budgets
+from core.deletion import job_disk_bytes
 from core.jobs import CancelOutcome, cancel, create_and_send
 from core.models import Cost, EpochMetric, Evaluation, Job, JobStatus
+from core.settings import get_settings
 from engine.spec import PretrainSpec
 from service.deps import MAX_SKIP, EnqueueDep, SessionDep, SettingsDep
 from service.errors import Responses, get_or_404, not_found
@@ -205,8 +207,10 @@ def list_jobs(
 
 @router.get("/{job_id}", response_model=JobPublic, responses=NOT_FOUND)
 def get_job(session: SessionDep, job_id: str) -> JobPublic:
-    """One job: status, progress, epoch, attempts, error, timestamps, worker, device, spec."""
-    return JobPublic.from_row(_get_job(session, job_id))
+    """One job: status, progress, epoch, attempts, error, timestamps, worker, device, spec, and the
+    bytes its files take (`disk_bytes`)."""
+    job = _get_job(session, job_id)
+    return JobPublic.from_row(job).model_copy(update={"disk_bytes": job_disk_bytes(get_settings(), job)})
 
 
 @router.post(

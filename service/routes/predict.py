@@ -25,6 +25,7 @@ from service.deps import PredictorCacheDep, SessionDep, SettingsDep
 from service.errors import get_or_404
 from service.inference import PredictorCache
 from service.lru import LRU
+from service.metrics import PREDICT_BATCH
 from service.predict_limits import PredictionSlotsDep, check_input_budget, decoding
 from service.schemas import ErrorPublic, PredictionPublic, PredictionResponse, TopPrediction
 from service.server_timing import ServerTiming
@@ -175,8 +176,15 @@ def predict(
     # Serialised here, not by FastAPI: for a sync route FastAPI validates a returned model again, in a
     # second threadpool hop (each hop is a thread wake-up, slow on 2 busy cores). The model is built
     # from validated parts, and `response_model` above still documents it.
+    PREDICT_BATCH.observe(len(predictions))
     body = PredictionResponse(checkpoint=row.id, predictions=predictions).model_dump_json()
     return Response(body, media_type="application/json", headers={"Server-Timing": timing.header()})
+
+
+def forget_checkpoint(checkpoint_id: str, job_id: str) -> None:
+    """A deleted checkpoint is looked up again (and not found) by the next /predict in this process."""
+    _known_checkpoints.discard(("checkpoint", checkpoint_id))
+    _known_checkpoints.discard(("job", job_id))
 
 
 def _served(cache: PredictorCache, row: CheckpointRef, root: Path) -> Any:

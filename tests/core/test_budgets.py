@@ -200,3 +200,12 @@ def test_the_time_limit_reason_names_the_limit_the_estimate_and_the_settings(set
 
 def test_the_architecture_factors_are_known_for_every_architecture():
     assert set(ARCHITECTURES) == set(Architecture)
+
+
+def test_the_smoke_preset_reads_a_few_hundred_images_a_job_whatever_the_data():
+    request, planned = plan("smoke")  # uncapped it trained on all of MNIST: 508 s on 2 cores
+
+    estimates = [job.estimate for job in budgets.experiment_estimates(request, planned, "simple_cnn")]
+
+    assert len(estimates) == 13
+    assert all(e.train_images + e.val_images <= 500 and e.test_images <= 200 for e in estimates)

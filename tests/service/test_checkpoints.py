@@ -12,6 +12,7 @@ CHECKPOINT_KEYS = {
     "input_spec",
     "sha256",
     "size_bytes",
+    "disk_bytes",
     "created_at",
 }
 

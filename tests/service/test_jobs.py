@@ -53,6 +53,7 @@ def test_pretrain_is_queued_stored_and_enqueued(client, enqueued, session):
         "self": f"/jobs/{job['id']}",
         "metrics": f"/jobs/{job['id']}/metrics",
         "cancel": f"/jobs/{job['id']}/cancel",
+        "logs": f"/jobs/{job['id']}/logs",
         "source": None,
         "checkpoint": None,
     }

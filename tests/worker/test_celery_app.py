@@ -28,6 +28,11 @@ def test_the_app_is_configured_for_long_gpu_jobs():
     assert conf.broker_transport_options["visibility_timeout"] >= 24 * 3600
 
 
+def test_workers_send_task_events_for_flower():
+    conf = make_celery_app("redis://127.0.0.1:6379/0").conf
+    assert conf.worker_send_task_events and conf.task_send_sent_event
+
+
 def test_the_redis_visibility_timeout_outlasts_a_long_job():
     assert transport_options("redis://h:6379/0") == {"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS}
     assert VISIBILITY_TIMEOUT_SECONDS >= 7 * 24 * 3600

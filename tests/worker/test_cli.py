@@ -122,3 +122,28 @@ def test_production_refuses_a_short_token():
     with pytest.raises(ValidationError, match="at least 32 characters"):
         Settings(environment="production", api_token="short")
     assert Settings(environment="production", api_token="x" * 32).api_token
+
+
+def test_serve_says_where_the_api_docs_dashboard_and_probes_are(capsys: pytest.CaptureFixture[str]):
+    from cli.main import print_addresses
+
+    print_addresses("0.0.0.0", 8123)
+
+    out = capsys.readouterr().out
+    for address in ("API http://127.0.0.1:8123", "/docs", "/ui", "/healthz", "/readyz", "/metrics"):
+        assert address in out, address
+
+
+def test_json_log_format_makes_every_line_of_a_command_one_json_object(tmp_path):
+    import json
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRANSFERLAB_")}
+    env.update(TRANSFERLAB_HOME=str(tmp_path), TRANSFERLAB_LOG_FORMAT="json")
+    done = subprocess.run(
+        [sys.executable, "-m", "cli.main", "migrate"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines and all(json.loads(line)["level"] for line in lines)
+    assert any("Running upgrade" in json.loads(line)["message"] for line in lines)

@@ -109,3 +109,30 @@ def test_dependency_floors_stay_above_the_known_cves():
     for name, floor in floors.items():
         lowest = min((s.version for s in named[name].specifier if s.operator == ">="), key=Version)
         assert Version(lowest) >= Version(floor), f"{name} floor {lowest} is below {floor}"
+
+
+def test_compose_has_an_ops_profile_with_prometheus_scraping_the_api_and_flower():
+    yaml = pytest.importorskip("yaml")
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    prometheus, flower = compose["services"]["prometheus"], compose["services"]["flower"]
+    assert prometheus["profiles"] == ["ops"] and flower["profiles"] == ["ops"]
+    assert "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus["volumes"]
+    assert "--broker=redis://redis:6379/0" in flower["command"] and "flower" in flower["command"]
+    scrape = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    api = next(job for job in scrape["scrape_configs"] if job["job_name"] == "transferlab-api")
+    assert api["metrics_path"] == "/metrics" and api["static_configs"][0]["targets"] == ["api:8000"]
+    assert api["authorization"]["type"] == "Bearer"  # the API token, unless METRICS_PUBLIC
+
+
+def test_the_readme_shows_the_flower_command_and_the_operations_section():
+    readme = (ROOT / "README.md").read_text()
+    assert "celery -A worker.celery_app flower" in readme
+    for heading in ("## Operations", "### Metrics", "### Logs", "### Deleting"):
+        assert heading in readme, heading
+
+
+def test_the_readme_settings_table_lists_exactly_the_settings():
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| `TRANSFERLAB_([A-Z0-9_]+)` \|", table, re.MULTILINE))
+    assert listed == {name.upper() for name in Settings.model_fields}
