@@ -29,7 +29,7 @@ import logging
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import func, select
@@ -146,8 +146,17 @@ class JobEstimate:
         )
 
 
+# A layer probe (FinetuneSpec.probe_block) runs its blocks forward once over every image and then
+# trains one Linear layer of at most engine.models.PROBE_MAX_FEATURES inputs on the cached features.
+PROBE_MAX_FEATURES = 4096  # engine.models.PROBE_MAX_FEATURES, without importing torch
+PROBE_CLASSES = 10  # every target data set has 10 classes
+PROBE_HEAD_FLOPS = 2 * PROBE_MAX_FEATURES * PROBE_CLASSES  # multiply-adds of the Linear layer, an image
+
+
 def estimate_job(spec: PretrainSpec | FinetuneSpec, architecture: str) -> JobEstimate:
     """The job's work and peak memory; `architecture` is the source model's for a fine-tune."""
+    if isinstance(spec, FinetuneSpec) and spec.probe_block is not None:
+        return _estimate_probe(spec, architecture)
     arch = Architecture(architecture)
     cost = ARCHITECTURES[arch]
     data, hp = spec.data, spec.hyperparameters
@@ -171,6 +180,27 @@ def estimate_job(spec: PretrainSpec | FinetuneSpec, architecture: str) -> JobEst
         train_work=epochs * train * pixels * cost.forward_flops_per_pixel * TRAIN_FLOPS_OVER_FORWARD,
         eval_work=(epochs * val + test) * pixels * cost.forward_flops_per_pixel,
         peak_memory_bytes=int(activations + cost.parameters * BYTES_PER_PARAMETER),
+    )
+
+
+def _estimate_probe(spec: FinetuneSpec, architecture: str) -> JobEstimate:
+    """A layer probe: one forward pass of the whole extractor (an over-estimate: the probe runs only
+    the blocks up to its own) over the training, validation and test images, then the Linear layer's
+    training; peak memory is the feature cache plus one forward batch."""
+    whole = estimate_job(spec.model_copy(update={"probe_block": None}), architecture)
+    cost = ARCHITECTURES[Architecture(architecture)]
+    pixels = whole.image_size**2
+    features_work = (whole.train_images + whole.val_images) * pixels * cost.forward_flops_per_pixel
+    head_work = whole.epochs * whole.train_images * PROBE_HEAD_FLOPS * TRAIN_FLOPS_OVER_FORWARD
+    eval_work = whole.test_images * pixels * cost.forward_flops_per_pixel
+    eval_work += whole.epochs * whole.val_images * PROBE_HEAD_FLOPS
+    cache = (whole.train_images + whole.val_images) * PROBE_MAX_FEATURES * 4  # fp32 features
+    batch = min(whole.batch_size, whole.train_images) * pixels * cost.saved_bytes_per_pixel
+    return replace(
+        whole,
+        train_work=features_work + head_work,
+        eval_work=eval_work,
+        peak_memory_bytes=int(cache + batch + cost.parameters * 4),
     )
 
 

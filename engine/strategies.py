@@ -37,10 +37,14 @@ class Phase:
     extractor_lr_factor: float  # extractor lr = head lr * this
 
 
-def _block_count(architecture: str) -> int:
-    from engine.models import block_count  # imports torch: only when a rule needs the blocks
+def block_count(architecture: str) -> int:
+    """The architecture's extractor blocks (engine.models knows them; imported only when asked)."""
+    from engine.models import block_count as count  # imports torch: only when a rule needs the blocks
 
-    return block_count(architecture)
+    return count(architecture)
+
+
+_block_count = block_count
 
 
 def _strategy(strategy: str) -> Strategy:

@@ -98,7 +98,9 @@ def _job_public(job: Job) -> ExperimentJobPublic:
         id=job.id,
         role=job.role,
         strategy=job.strategy,
-        variant=variant_name(job.strategy, job.spec.get("frozen_blocks")) if job.strategy else None,
+        variant=variant_name(job.strategy, job.spec.get("frozen_blocks"), job.spec.get("probe_block"))
+        if job.strategy
+        else None,
         frozen_blocks=job.spec.get("frozen_blocks"),
         optimizer=hp.get("optimizer", "adam"),
         lr=hp.get("lr", 0.0),
@@ -119,6 +121,7 @@ def _public(session: SessionDep, experiment: Experiment) -> ExperimentPublic:
         jobs=[_job_public(j) for j in jobs],
         comparison=comparison,
         summary=comparison.summary if comparison is not None else None,
+        layer_probes=comparison.layer_probes if comparison is not None and comparison.layer_probes else None,
     )
 
 
