@@ -85,7 +85,7 @@ class Progress:
     def label(job: dict[str, Any]) -> str:
         if job["role"] == "pretrain":
             return "pretrain"
-        what = job["variant"] + (" ctrl" if job["role"] == "control" else "")
+        what = (job["variant"] or job["role"]) + (" ctrl" if job["role"] == "control" else "")
         return f"{what} {job['optimizer']} lr={job['lr']:g} bs={job['batch_size']}"
 
     def bar(self, job: dict[str, Any], note: str) -> str:

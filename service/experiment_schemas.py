@@ -19,7 +19,8 @@ class ExperimentJobPublic(BaseModel):
     role: Role = Field(description="pretrain, finetune, or control (the fine-tune from random weights).")
     strategy: str | None = Field(description="Fine-tuning strategy; null for the pre-train.")
     variant: str | None = Field(
-        description="Strategy with its frozen blocks, e.g. partial-2; a layer probe by its block, probe-1."
+        description="Strategy with its frozen blocks, e.g. partial-2; a layer probe by its block, probe-1; "
+        "pixels for the pixels baseline; null for the pre-train."
     )
     frozen_blocks: int | None = Field(description="partial: leading blocks frozen; else null.")
     optimizer: str = Field(description="Optimiser: adam, adamw, rmsprop or sgd.")
