@@ -128,9 +128,9 @@ REPORT_STYLE = TableStyle(
         "train_seconds",
         "trainable_parameters",
         "parameter_updates",
+        "epochs_run",
         "peak_memory_bytes",
         "transfer_gain",
-        "epochs_run",
         "chosen",
     ),  # fmt: skip
     units=True,
