@@ -5,7 +5,11 @@
     grid     = lr x batch_size x optimizer from the sweep (an axis left out keeps the base value)
     jobs     = [pre-train] + variants x grid x repeats x (fine-tune, control)
                + baselines x grid x repeats
-               + layer probes: blocks x repeats x (pre-trained, random-init twin), base hyperparameters
+               + layer probes: blocks x repeats x (pre-trained, random-init twin), no sweep
+
+Every linear probe (linear, the layer probes, the pixels baseline) trains linear_epochs (default:
+hyperparameters.epochs): linear and the layer probes read features computed once, so their epochs
+cost little, and the pixels baseline gets the same budget.
 
 Repeat r runs with hyperparameters.seed + r (data order, split, augmentation and the head's
 initialisation), the control of each repeat with the same seed, so each gain is a paired difference.
