@@ -29,6 +29,11 @@ def above(mean: float | None, ci95: float | None, other: float | None, other_ci9
     return mean - ci95 > other + other_ci95
 
 
+def frozen_words(depth: int) -> str:
+    """'1 frozen block', '3 frozen blocks'."""
+    return f"{depth} frozen block" + ("" if depth == 1 else "s")
+
+
 def _cell(mean: float | None, ci95: float | None) -> str:
     return pct(mean) + ("" if ci95 is None else f" ± {100 * ci95:.2f}")
 
@@ -204,21 +209,21 @@ def _curve_findings(f: _Facts, curve: list[DepthPoint]) -> list[str]:
     best = max(curve, key=lambda p: p.transferred or 0.0)
     tolerance, what = _tolerance(f, best)
     items = [
-        f"Best at {best.depth} frozen blocks ({best.variant}): "
+        f"Best at {frozen_words(best.depth)} ({best.variant}): "
         f"{with_interval(best.transferred, best.transferred_ci95, best.n)}."
     ]
     floor = (best.transferred or 0.0) - tolerance
     costly = next((p for p in curve if p.depth > best.depth and (p.transferred or 0.0) < floor), None)
     if costly is None:
         items.append(
-            f"Freezing more blocks than {best.depth} costs no accuracy beyond {what} "
-            f"({100 * tolerance:.2f} points) up to the deepest depth run."
+            f"Freezing more than the best's {frozen_words(best.depth)} costs no accuracy beyond {what} "
+            f"({100 * tolerance:.2f} points), up to the deepest depth run."
         )
     else:
         kept = [p.depth for p in curve if best.depth <= p.depth < costly.depth]
         items.append(
             f"Freezing up to {max(kept)} blocks stays within {what} of the best ({100 * tolerance:.2f} "
-            f"points); at {costly.depth} frozen blocks ({costly.variant}) freezing starts to cost accuracy: "
+            f"points); at {frozen_words(costly.depth)} ({costly.variant}) freezing starts to cost accuracy: "
             f"{points((costly.transferred or 0.0) - (best.transferred or 0.0))}."
         )
     repeated = [p for p in curve if p.transferred_ci95 is not None and p.control_ci95 is not None]
@@ -226,11 +231,10 @@ def _curve_findings(f: _Facts, curve: list[DepthPoint]) -> list[str]:
         wins = [p for p in repeated if above(p.transferred, p.transferred_ci95, p.control, p.control_ci95)]
         if wins:
             depths = ", ".join(
-                f"{p.depth} ({points((p.transferred or 0.0) - (p.control or 0.0))})" for p in wins
+                f"{frozen_words(p.depth)} ({points((p.transferred or 0.0) - (p.control or 0.0))})"
+                for p in wins
             )
-            items.append(
-                f"Transferred beats its control with non-overlapping 95% intervals at {depths} frozen blocks."
-            )
+            items.append(f"Transferred beats its control with non-overlapping 95% intervals at {depths}.")
         else:
             items.append("At no depth does transferred beat its control with non-overlapping 95% intervals.")
     else:

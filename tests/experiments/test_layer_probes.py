@@ -175,7 +175,9 @@ def test_the_report_says_where_freezing_more_blocks_starts_to_cost_accuracy(clie
     assert "Best at 0 frozen blocks (full)" in text
     drop = 100 * (costly["test_accuracy_mean"] - best["test_accuracy_mean"])
     assert f"at 3 frozen blocks (partial-3) freezing starts to cost accuracy: {drop:+.2f} points" in text
-    assert re.search(r"Transferred beats its control with non-overlapping 95% intervals at [^.]*3 ", text)
+    assert re.search(
+        r"Transferred beats its control with non-overlapping 95% intervals at [^.]*3 frozen blocks", text
+    )
 
 
 def test_the_report_shows_the_epochs_each_run_used(client, finished):
