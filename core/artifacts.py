@@ -33,6 +33,9 @@ EXPERIMENT_ARTIFACTS = {
     "accuracy_vs_time.png": "Test accuracy against training time",
     "accuracy_vs_parameters.png": "Test accuracy against trainable parameters",
     "per_class_f1.png": "Per-class F1 of each strategy's chosen run and its control",
+    # Only when the experiment has them: layer_probes, and partial runs at two or more depths.
+    "layer_probes.png": "Linear probe test accuracy after each block, pre-trained and random init",
+    "transferability.png": "Test accuracy against frozen blocks, transferred and control (Yosinski 2014)",
 }
 
 

@@ -29,7 +29,7 @@ import logging
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import func, select
@@ -146,8 +146,23 @@ class JobEstimate:
         )
 
 
+# A layer probe (FinetuneSpec.probe_block) runs its frozen blocks forward once over every image and
+# then trains one Linear layer of at most engine.models.PROBE_MAX_FEATURES inputs on the cached
+# features. (A linear fine-tune caches its features too, but is estimated as if it trained the whole
+# model: a safe over-estimate, kept so that its limits do not change.)
+PROBE_MAX_FEATURES = 4096  # engine.models.PROBE_MAX_FEATURES, without importing torch
+PROBE_HEAD_FLOPS = 2 * PROBE_MAX_FEATURES * 10  # every target data set has 10 classes
+
+
 def estimate_job(spec: PretrainSpec | FinetuneSpec, architecture: str) -> JobEstimate:
     """The job's work and peak memory; `architecture` is the source model's for a fine-tune."""
+    if isinstance(spec, FinetuneSpec) and spec.probe_block is not None:
+        return _estimate_probe(spec, architecture)
+    return _estimate_trained(spec, architecture)
+
+
+def _estimate_trained(spec: PretrainSpec | FinetuneSpec, architecture: str) -> JobEstimate:
+    """Every epoch forward and backward through the whole model (frozen blocks counted as trained)."""
     arch = Architecture(architecture)
     cost = ARCHITECTURES[arch]
     data, hp = spec.data, spec.hyperparameters
@@ -172,6 +187,24 @@ def estimate_job(spec: PretrainSpec | FinetuneSpec, architecture: str) -> JobEst
         eval_work=(epochs * val + test) * pixels * cost.forward_flops_per_pixel,
         peak_memory_bytes=int(activations + cost.parameters * BYTES_PER_PARAMETER),
     )
+
+
+def _estimate_probe(spec: FinetuneSpec, architecture: str) -> JobEstimate:
+    """A layer probe: one forward pass of the whole extractor (an over-estimate: it runs only the
+    blocks up to its own) over the training, validation and test images, then the Linear layer's
+    training; peak memory is the feature cache (at most 4,096 fp32 features a row), one forward batch
+    and the model."""
+    whole = _estimate_trained(spec, architecture)
+    cost = ARCHITECTURES[Architecture(architecture)]
+    pixels = whole.image_size**2
+    features_work = (whole.train_images + whole.val_images) * pixels * cost.forward_flops_per_pixel
+    head_work = whole.epochs * whole.train_images * PROBE_HEAD_FLOPS * TRAIN_FLOPS_OVER_FORWARD
+    eval_work = whole.test_images * pixels * cost.forward_flops_per_pixel
+    eval_work += whole.epochs * whole.val_images * PROBE_HEAD_FLOPS
+    cache = (whole.train_images + whole.val_images) * PROBE_MAX_FEATURES * 4  # fp32 features
+    batch = min(whole.batch_size, whole.train_images) * pixels * cost.saved_bytes_per_pixel
+    memory = int(cache + batch + cost.parameters * BYTES_PER_PARAMETER)
+    return replace(whole, train_work=features_work + head_work, eval_work=eval_work, peak_memory_bytes=memory)
 
 
 def check_job(

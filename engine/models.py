@@ -10,6 +10,7 @@ the one place that knows each architecture's blocks.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -118,6 +119,21 @@ BLOCK_COUNTS = {
 }
 
 
+# What the report and plots call each block, in order (len == BLOCK_COUNTS).
+BLOCK_NAMES = {
+    Architecture.simple_cnn: ("stage1", "stage2", "stage3", "stage4"),
+    Architecture.resnet18: ("stem", "layer1", "layer2", "layer3", "layer4"),
+    Architecture.mobilenet_v3_small: ("stem", "stage1", "stage2", "stage3", "stage4"),
+    Architecture.vgg11_bn: ("block1", "block2", "block3", "block4", "block5"),
+    Architecture.pixel_linear: (),
+}
+
+# A layer probe average-pools its block's output to a square grid with at most this many features
+# (channels x grid x grid): resnet18's stem at 96 px (64 x 24 x 24 = 36,864 values) becomes 64 x 8 x 8.
+# 4,096 fp32 features are 16 KB an image, 0.98 GB cached for MNIST's 60,000.
+PROBE_MAX_FEATURES = 4096
+
+
 # The smallest input side each trains at (measured: a forward and backward pass at batch 2): vgg11_bn's
 # five 2x2 max-pools need 32 px, the others reach 1x1 features at 16 px (the spec's own minimum).
 MIN_IMAGE_SIZES = {
@@ -143,6 +159,42 @@ def block_count(architecture: str) -> int:
     except ValueError:
         allowed = ", ".join(a.value for a in Architecture)
         raise SpecError("model", f"unknown architecture {architecture!r}; allowed: {allowed}") from None
+
+
+def block_names(architecture: str) -> tuple[str, ...]:
+    """The architecture's blocks as people name them, in order."""
+    block_count(architecture)
+    return BLOCK_NAMES[Architecture(architecture)]
+
+
+def probe_grid(channels: int, side: int, max_features: int = PROBE_MAX_FEATURES) -> int:
+    """The pooled grid side of a layer probe: the largest square with channels x grid^2 within
+    max_features, never finer than the feature map itself (pooling up would only repeat values), and at
+    least 1x1 (a block with more channels than max_features keeps one value a channel)."""
+    fits = math.isqrt(max(max_features // channels, 1))
+    return max(1, min(side, fits))
+
+
+@torch.no_grad()
+def probe_model(model: TransferNet, block: int, image_size: int, num_classes: int) -> TransferNet:
+    """A layer probe on `model`: its blocks up to `block` (0-based), then an adaptive average pool
+    (probe_grid) and one Linear layer. Shares the blocks' weights with `model`."""
+    if not 0 <= block < len(model.blocks):
+        raise SpecError(
+            "probe_block",
+            f"{block} is out of range for {model.architecture}, which has {len(model.blocks)} blocks; "
+            f"allowed 0..{len(model.blocks) - 1}",
+        )
+    blocks = list(model.blocks[: block + 1])
+    was_training = model.training
+    model.eval()  # a shape probe: BatchNorm must not count this zero image in its running statistics
+    shape = nn.Sequential(*blocks)(torch.zeros(1, 3, image_size, image_size)).shape
+    model.train(was_training)
+    channels, side = shape[1], min(shape[2], shape[3])
+    grid = probe_grid(channels, side)
+    neck = nn.Sequential(nn.AdaptiveAvgPool2d(grid), nn.Flatten())
+    head = nn.Sequential(nn.Linear(channels * grid * grid, num_classes))
+    return TransferNet(model.architecture, blocks, neck, head)
 
 
 def build_model(architecture: str, num_classes: int, init_weights: Path | None = None) -> TransferNet:

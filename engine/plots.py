@@ -142,3 +142,61 @@ def per_class_f1_png(rows: Sequence[dict], class_names: Sequence[str], title: st
     ax.legend(fontsize=7, ncols=min(4, k))
     ax.grid(axis="y", alpha=0.3)
     return _png(fig)
+
+
+def _line_with_interval(
+    ax, x: Sequence[float], means: Sequence, halves: Sequence, label: str, style: str, shift: float = 0.0
+) -> list[float]:
+    """A line of means with error bars where there is an interval (None: a single run, no bar),
+    drawn `shift` to the side so that two lines' bars do not hide each other; the bars' ends."""
+    kept = [(a + shift, m, h) for a, m, h in zip(x, means, halves, strict=True) if m is not None]
+    if not kept:
+        return []
+    xs, ms, hs = zip(*kept, strict=True)
+    errors = [0.0 if h is None else h for h in hs]
+    ax.errorbar(xs, ms, yerr=errors if any(errors) else None, fmt=style, capsize=3, label=label)
+    return [m - e for m, e in zip(ms, errors, strict=True)] + [m + e for m, e in zip(ms, errors, strict=True)]
+
+
+def _accuracy_axis(ax, ends: Sequence[float]) -> None:
+    """Accuracies live in 0..1: an interval of two seeds can reach past both, the axis does not."""
+    if ends:
+        ax.set_ylim(max(0.0, min(ends) - 0.02), min(1.0, max(ends)) + 0.02)
+
+
+def layer_probes_png(rows: Sequence[dict], title: str) -> bytes:
+    """Test accuracy of a linear probe after each block, pre-trained against random weights. rows:
+    {"block_name", "transferred", "transferred_ci95", "random", "random_ci95"} in block order."""
+    fig = Figure(figsize=(6.5, 4.2))
+    ax = fig.add_subplot()
+    x = list(range(len(rows)))
+    ends = _line_with_interval(ax, x, [r["transferred"] for r in rows], [r["transferred_ci95"] for r in rows],
+                               "pre-trained", "o-", -0.04)  # fmt: skip
+    ends += _line_with_interval(ax, x, [r["random"] for r in rows], [r["random_ci95"] for r in rows],
+                                "random init", "s--", 0.04)  # fmt: skip
+    _accuracy_axis(ax, ends)
+    ax.set_xticks(x, [r["block_name"] for r in rows])
+    ax.set(xlabel="features after block", ylabel="linear probe test accuracy", title=title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def transferability_png(points: Sequence[dict], blocks: int, title: str) -> bytes:
+    """Yosinski et al. (2014): test accuracy against frozen blocks, transferred and control lines.
+    points: {"depth", "transferred", "transferred_ci95", "control", "control_ci95"} by depth."""
+    fig = Figure(figsize=(6.5, 4.2))
+    ax = fig.add_subplot()
+    x = [p["depth"] for p in points]
+    ends = _line_with_interval(ax, x, [p["transferred"] for p in points],
+                               [p["transferred_ci95"] for p in points], "transferred (pre-trained weights)",
+                               "o-", -0.04)  # fmt: skip
+    ends += _line_with_interval(ax, x, [p["control"] for p in points], [p["control_ci95"] for p in points],
+                                "control (random weights)", "s--", 0.04)  # fmt: skip
+    _accuracy_axis(ax, ends)
+    ax.set_xticks(range(blocks + 1))
+    ax.set(xlabel="frozen blocks (0: full fine-tune, all: linear probe)", ylabel="test accuracy",
+           title=title)  # fmt: skip
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _png(fig)

@@ -18,7 +18,7 @@ from PIL import Image
 from engine.checkpoint import load_checkpoint
 from engine.device import resolve_device
 from engine.errors import CheckpointError
-from engine.models import TransferNet, build_model
+from engine.models import TransferNet, build_model, probe_model
 from engine.numerics import Numerics
 from engine.preprocess import InputSpec, prepare_batch
 
@@ -62,6 +62,10 @@ class Predictor:
     def load(cls, directory: Path, expected_sha256: str | None = None, device: str = "cpu") -> Predictor:
         state, meta = load_checkpoint(Path(directory), expected_sha256)
         model = build_model(meta["architecture"], num_classes=int(meta["num_classes"]))
+        if meta.get("probe_block") is not None:  # a layer probe's checkpoint: its blocks and pooled head
+            model = probe_model(
+                model, int(meta["probe_block"]), int(meta["data"]["image_size"]), int(meta["num_classes"])
+            )
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as e:

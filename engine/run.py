@@ -39,7 +39,14 @@ from engine.job_data import (
     phase_sources,
 )
 from engine.loop import Forward, Source, infer_logits, steps_per_epoch, stop_if_asked, train_epoch
-from engine.models import TransferNet, build_model, check_image_size, count_parameters, replace_classifier
+from engine.models import (
+    TransferNet,
+    build_model,
+    check_image_size,
+    count_parameters,
+    probe_model,
+    replace_classifier,
+)
 from engine.numerics import Numerics, resolve_numerics
 from engine.optim import make_optimizer, make_scheduler
 from engine.preprocess import InputSpec
@@ -260,6 +267,8 @@ def _build_model(
         except RuntimeError as e:
             raise CheckpointError(f"source weights do not fit {meta['architecture']}: {e}") from None
     replace_classifier(model, num_classes)
+    if spec.probe_block is not None:  # a layer probe: the blocks up to it, pooled, and a new Linear
+        model = probe_model(model, spec.probe_block, spec.data.image_size, num_classes)
     return model, meta
 
 
@@ -526,6 +535,7 @@ def _checkpoint_meta(job: _Job, evaluation: Evaluation) -> dict[str, Any]:
         if finetune and finetune.strategy == Strategy.partial
         else None,
         "random_init": finetune.random_init if finetune else False,
+        "probe_block": finetune.probe_block if finetune else None,  # engine.predict rebuilds the probe
         "source_sha256": job.source_meta and job.source_meta.get("sha256"),
         "hyperparameters": job.hp.model_dump(mode="json"),
         "precision": job.numerics.precision,

@@ -180,6 +180,13 @@ class FinetuneSpec(_Strict):
         description="Control run: keep the source architecture but re-initialise its weights randomly, "
         "to measure how much of the source training transfers.",
     )
+    probe_block: int | None = Field(
+        None,
+        ge=0,
+        description="linear only: probe the features after this extractor block (0-based) instead of "
+        "after the last: the blocks up to it, frozen, then an adaptive average pool to at most "
+        "4,096 features and one Linear layer (a layer probe). null = the whole extractor.",
+    )
 
 
 JobSpec = Annotated[PretrainSpec | FinetuneSpec, Field(discriminator="kind")]

@@ -8,6 +8,7 @@ their BatchNorm running statistics do not drift (timm does the same).
     partial  its frozen_blocks (default: half the blocks, at least one)
     full     no block frozen                 extractor at lr * extractor_lr_factor
     lp_ft    every block, then none          two phases (Kumar et al., ICLR 2022)
+    linear with probe_block k: a layer probe, blocks 0..k frozen, pooled (engine.models.probe_model)
 
 The planner, the comparison and the report ask these functions instead of restating them. Importing
 this module costs no torch: the rules that need an architecture's block count import engine.models
@@ -36,10 +37,14 @@ class Phase:
     extractor_lr_factor: float  # extractor lr = head lr * this
 
 
-def _block_count(architecture: str) -> int:
-    from engine.models import block_count  # imports torch: only when a rule needs the blocks
+def block_count(architecture: str) -> int:
+    """The architecture's extractor blocks (engine.models knows them; imported only when asked)."""
+    from engine.models import block_count as count  # imports torch: only when a rule needs the blocks
 
-    return block_count(architecture)
+    return count(architecture)
+
+
+_block_count = block_count
 
 
 def _strategy(strategy: str) -> Strategy:
@@ -85,10 +90,30 @@ def frozen_blocks_of(strategy: str, frozen_blocks: int | None, architecture: str
     return phases[0] if len(phases) == 1 else None
 
 
-def variant_name(strategy: str, frozen_blocks: int | None) -> str:
-    """linear, partial-2, full, lp_ft: the strategy, with the frozen_blocks that tells partials apart."""
+def variant_name(strategy: str, frozen_blocks: int | None, probe_block: int | None = None) -> str:
+    """linear, partial-2, full, lp_ft, probe-1: the strategy, with the frozen_blocks that tells
+    partials apart; a layer probe by its block."""
     # Lenient on purpose: it names stored jobs (worker plot titles pass '' for a pre-train).
+    if probe_block is not None:
+        return f"probe-{probe_block}"
     return f"partial-{frozen_blocks}" if strategy == Strategy.partial else str(strategy)
+
+
+def check_probe_block(spec: FinetuneSpec, architecture: str) -> None:
+    """probe_block: linear only, and one of the architecture's blocks; SpecError otherwise."""
+    if spec.probe_block is None:
+        return
+    if spec.strategy != Strategy.linear:
+        raise SpecError(
+            "probe_block", f"applies to strategy 'linear' only (a layer probe), not {spec.strategy.value!r}"
+        )
+    count = _block_count(architecture)
+    if spec.probe_block >= count:
+        raise SpecError(
+            "probe_block",
+            f"{spec.probe_block} is out of range for {architecture}, which has {count} blocks; "
+            f"allowed 0..{count - 1}",
+        )
 
 
 def resolve_frozen_blocks(spec: FinetuneSpec, architecture: str) -> int | None:
@@ -115,6 +140,9 @@ def plan_phases(spec: PretrainSpec | FinetuneSpec, architecture: str) -> list[Ph
     hp = spec.hyperparameters
     if isinstance(spec, PretrainSpec):
         return [Phase("pretrain", hp.epochs, 0, 1.0)]
+    check_probe_block(spec, architecture)
+    if spec.probe_block is not None:  # the probe model keeps blocks 0..probe_block, all frozen
+        return [Phase(Strategy.linear.value, hp.epochs, spec.probe_block + 1, 1.0)]
     frozen = phase_frozen_blocks(spec.strategy, resolve_frozen_blocks(spec, architecture), architecture)
     if spec.strategy != Strategy.lp_ft:
         factor = hp.extractor_lr_factor if spec.strategy == Strategy.full else 1.0

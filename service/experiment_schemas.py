@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from core.experiments.schemas import Comparison, Role, SummaryRow
+from core.experiments.schemas import Comparison, LayerProbeRow, Role, SummaryRow
 from core.models import ExperimentStatus, JobStatus
 
 
@@ -18,7 +18,10 @@ class ExperimentJobPublic(BaseModel):
     id: str = Field(description="Job id; GET /jobs/{id} and /jobs/{id}/metrics for the rest.")
     role: Role = Field(description="pretrain, finetune, or control (the fine-tune from random weights).")
     strategy: str | None = Field(description="Fine-tuning strategy; null for the pre-train.")
-    variant: str | None = Field(description="Strategy with its frozen blocks, e.g. partial-2.")
+    variant: str | None = Field(
+        description="Strategy with its frozen blocks, e.g. partial-2; a layer probe by its block, probe-1; "
+        "pixels for the pixels baseline; null for the pre-train."
+    )
     frozen_blocks: int | None = Field(description="partial: leading blocks frozen; else null.")
     optimizer: str = Field(description="Optimiser: adam, adamw, rmsprop or sgd.")
     lr: float = Field(description="Peak learning rate of the head.")
@@ -60,6 +63,12 @@ class ExperimentPublic(ExperimentSummary):
         None,
         description="The comparison's summary: per (variant, role, hyperparameters) the means over the "
         "seeds with 95% intervals and the paired transfer gains; null before the experiment has ended.",
+    )
+    layer_probes: list[LayerProbeRow] | None = Field(
+        None,
+        description="With layer_probes: one row per extractor block (its linear probe's test accuracy from "
+        "the pre-trained and from the random-init extractor, paired by seed); null before the experiment "
+        "has ended or without probes.",
     )
 
 

@@ -40,7 +40,8 @@ def job_label(job: Job) -> str:
     if job.kind == "pretrain":
         what = f"pretrain {job.architecture} on {job.dataset}"
     else:
-        what = f"{job.kind} {variant_name(job.strategy or '', job.spec.get('frozen_blocks'))}"
+        variant = variant_name(job.strategy or "", job.spec.get("frozen_blocks"), job.spec.get("probe_block"))
+        what = f"{job.kind} {variant}"
         if job.spec.get("random_init"):
             what += " (control)"
     return f"{what} {job.id[:8]}"

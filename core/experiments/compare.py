@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.experiments.probes import is_probe, layer_probe_rows
 from core.experiments.schemas import (
     AxisFinding,
     AxisValue,
@@ -109,7 +110,7 @@ def pretrain_summary(session: Session, job: Job | None) -> PretrainSummary | Non
 
 
 def build_comparison(session: Session, experiment: Experiment) -> Comparison:
-    jobs = session.scalars(
+    every = session.scalars(
         select(Job)
         .where(
             Job.experiment_id == experiment.id,
@@ -117,7 +118,10 @@ def build_comparison(session: Session, experiment: Experiment) -> Comparison:
         )
         .order_by(Job.created_at, Job.id)
     ).all()
-    ids = [j.id for j in jobs]
+    # Layer probes are not strategies: they get their own table (layer_probes), not rows.
+    jobs = [j for j in every if not is_probe(j)]
+    probes = [j for j in every if is_probe(j)]
+    ids = [j.id for j in every]
     # Only the columns a row shows: not the per-class and confusion JSON of every evaluation.
     e, c = Evaluation, Cost
     evaluations = {
@@ -204,6 +208,18 @@ def build_comparison(session: Session, experiment: Experiment) -> Comparison:
     summary = summarise(rows, selection)
     best = choose(rows, summary, selection, measure)
 
+    probe_rows = []
+    if probes:
+        from engine.models import block_names  # imports torch: only for an experiment with probes
+
+        probe_rows = layer_probe_rows(
+            probes,
+            {i: row.accuracy for i, row in evaluations.items()},
+            {i: row.trainable_parameters for i, row in costs.items()},
+            {i: m.epochs for (i, phase), m in last.items() if phase == "train"},
+            block_names(experiment.architecture),
+        )
+
     return Comparison(
         selection_measure=measure,
         rows=rows,
@@ -212,6 +228,7 @@ def build_comparison(session: Session, experiment: Experiment) -> Comparison:
         best=best,
         hyperparameters=_axis_findings(experiment, rows, selection, measure),
         pretrain=pretrain_summary(session, experiment.pretrain_job),
+        layer_probes=probe_rows,
     )
 
 

@@ -1,9 +1,15 @@
 """From an experiment request to the job specs it needs, and the checks that name the wrong field.
 
-    variants = strategies, with partial once per frozen_blocks value (default: half the blocks)
+    variants = strategies, with partial once per frozen_blocks value (default: half the blocks);
+               transferability adds linear, full and partial at every depth 1 .. blocks-1
     grid     = lr x batch_size x optimizer from the sweep (an axis left out keeps the base value)
     jobs     = [pre-train] + variants x grid x repeats x (fine-tune, control)
                + baselines x grid x repeats
+               + layer probes: blocks x repeats x (pre-trained, random-init twin), no sweep
+
+Every linear probe (linear, the layer probes, the pixels baseline) trains linear_epochs (default:
+hyperparameters.epochs): linear and the layer probes read features computed once, so their epochs
+cost little, and the pixels baseline gets the same budget.
 
 Repeat r runs with hyperparameters.seed + r (data order, split, augmentation and the head's
 initialisation), the control of each repeat with the same seed, so each gain is a paired difference.
@@ -21,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.experiments.schemas import MAX_EXPERIMENT_JOBS, ExperimentCreate
-from engine.spec import Architecture, FinetuneSpec, Hyperparameters, PretrainSpec
+from engine.spec import Architecture, FinetuneSpec, Hyperparameters, PretrainSpec, Strategy
 from engine.strategies import accepts_frozen_blocks, default_frozen_blocks, variant_name
 
 PIXEL_BASELINE = Architecture.pixel_linear
@@ -47,11 +53,42 @@ class PlanError(ValueError):
         return {"type": "value_error", "loc": ("body", *self.loc), "msg": str(self), "input": self.value}
 
 
-def _frozen_values(request: ExperimentCreate, architecture: str) -> list[int | None]:
-    """partial's variants: the frozen_blocks asked for, else the engine's default."""
+# The most blocks any architecture has: count_jobs' bound when the architecture is not known yet
+# (a pretrained_job before its row is read).
+MAX_BLOCKS = 5
+
+
+def _strategies(request: ExperimentCreate) -> list[Strategy]:
+    """The strategies asked for; transferability adds the curve's: full (depth 0), partial, linear."""
+    strategies = list(request.strategies)
+    if request.transferability:
+        strategies += [s for s in (Strategy.full, Strategy.partial, Strategy.linear) if s not in strategies]
+    return strategies
+
+
+def _frozen_values(request: ExperimentCreate, blocks: int, default: int | None = None) -> list[int | None]:
+    """partial's variants: the frozen_blocks asked for, else `default` (the engine's; None when only
+    counting); transferability adds every depth partial allows (1 .. blocks-1) after them."""
     if request.frozen_blocks is not None:
-        return list(request.frozen_blocks)
-    return [default_frozen_blocks(architecture)]  # the engine's default, made explicit
+        values: list[int | None] = list(request.frozen_blocks)
+    elif request.transferability:
+        values = []
+    else:
+        values = [default]
+    if request.transferability:
+        values += [depth for depth in range(1, blocks) if depth not in values]
+    return values
+
+
+def _blocks_of(request: ExperimentCreate, architecture: str | None) -> int:
+    """The architecture's block count; without one, the pre-train's, else the largest there is."""
+    if architecture is None and request.pretrain is not None:
+        architecture = request.pretrain.model.value
+    if architecture is None:
+        return MAX_BLOCKS
+    from engine.strategies import block_count  # imports torch: only when counting a known model
+
+    return block_count(architecture)
 
 
 def _grid(request: ExperimentCreate) -> list[dict[str, Any]]:
@@ -66,14 +103,17 @@ def _grid(request: ExperimentCreate) -> list[dict[str, Any]]:
     ]
 
 
-def count_jobs(request: ExperimentCreate) -> int:
-    """Jobs the request would create, counted without importing the engine."""
+def count_jobs(request: ExperimentCreate, architecture: str | None = None) -> int:
+    """Jobs the request would create. Without `architecture` (and no pre-train to read it from) the
+    depths of transferability and layer_probes are counted for the deepest architecture."""
+    blocks = _blocks_of(request, architecture) if request.transferability or request.layer_probes else 0
     variants = sum(
-        len(request.frozen_blocks or [None]) if accepts_frozen_blocks(s) else 1 for s in request.strategies
+        len(_frozen_values(request, blocks)) if accepts_frozen_blocks(s) else 1 for s in _strategies(request)
     )
     per_variant = len(_grid(request)) * request.repeats * (2 if request.controls else 1)
     baselines = len(request.baselines) * len(_grid(request)) * request.repeats
-    return variants * per_variant + baselines + (1 if request.pretrain is not None else 0)
+    probes = blocks * request.repeats * 2 if request.layer_probes else 0
+    return variants * per_variant + baselines + probes + (1 if request.pretrain is not None else 0)
 
 
 def check_request(request: ExperimentCreate) -> None:
@@ -87,7 +127,7 @@ def check_request(request: ExperimentCreate) -> None:
             f"(the id of a succeeded pretrain job); {given}",
             request.pretrained_job,
         )
-    if request.frozen_blocks is not None and not any(accepts_frozen_blocks(s) for s in request.strategies):
+    if request.frozen_blocks is not None and not any(accepts_frozen_blocks(s) for s in _strategies(request)):
         raise PlanError(
             ("frozen_blocks",),
             "frozen_blocks applies to strategy 'partial', which is not in 'strategies'; add it or "
@@ -113,7 +153,7 @@ def check_request(request: ExperimentCreate) -> None:
             f"{f', {request.repeats} repeats each' if request.repeats > 1 else ''}"
             f"{', plus the pre-train' if request.pretrain is not None else ''}); at most "
             f"{MAX_EXPERIMENT_JOBS} are allowed. Shorten a sweep list, list fewer strategies or "
-            "frozen_blocks, lower repeats, or set controls to false",
+            "frozen_blocks, lower repeats, set controls, transferability or layer_probes to false",
             request.sweep.model_dump(mode="json") if request.sweep else None,
         )
     _check_pretrain(request)
@@ -158,15 +198,17 @@ def plan_finetunes(request: ExperimentCreate, architecture: str) -> list[Planned
 
     base = request.hyperparameters.model_dump()
     jobs: list[PlannedJob] = []
-    for strategy in request.strategies:
-        blocks_list = _frozen_values(request, architecture) if accepts_frozen_blocks(strategy) else [None]
+    depths = _frozen_values(request, _blocks_of(request, architecture), default_frozen_blocks(architecture))
+    for strategy in _strategies(request):
+        blocks_list = depths if accepts_frozen_blocks(strategy) else [None]
+        epochs = linear_epochs(request) if strategy == Strategy.linear else request.hyperparameters.epochs
         for i, blocks in enumerate(blocks_list):
             for point in _grid(request):
                 spec = FinetuneSpec(
                     dataset=request.dataset,
                     strategy=strategy,
                     frozen_blocks=blocks,
-                    hyperparameters={**base, **point},
+                    hyperparameters={**base, **point, "epochs": epochs},
                     data=request.data,
                 )
                 try:
@@ -185,19 +227,59 @@ def plan_finetunes(request: ExperimentCreate, architecture: str) -> list[Planned
                         control = seeded.model_copy(update={"random_init": True})
                         jobs.append(PlannedJob("control", control, name))
     jobs += plan_baselines(request)
+    jobs += plan_layer_probes(request, architecture)
+    return jobs
+
+
+def linear_epochs(request: ExperimentCreate) -> int:
+    """Epochs of every linear probe (linear, the layer probes, the pixels baseline)."""
+    return request.linear_epochs or request.hyperparameters.epochs
+
+
+def plan_layer_probes(request: ExperimentCreate, architecture: str) -> list[PlannedJob]:
+    """layer_probes: a linear probe after every block, pre-trained and its random-init twin (the same
+    seed builds the same random weights), at the base hyperparameters (no sweep: the linear
+    strategy's budget) and every seed. Without augmentation, so each probe's features are computed
+    once and cached."""
+    if not request.layer_probes:
+        return []
+    from engine.errors import SpecError
+    from engine.run import validate_spec  # imports torch: only when planning
+
+    data = request.data.model_copy(update={"augment": False})
+    jobs = []
+    for block in range(_blocks_of(request, architecture)):
+        spec = FinetuneSpec(
+            dataset=request.dataset,
+            strategy=Strategy.linear,
+            probe_block=block,
+            hyperparameters={**request.hyperparameters.model_dump(), "epochs": linear_epochs(request)},
+            data=data,
+        )
+        try:
+            validate_spec(spec, architecture)
+        except SpecError as exc:
+            loc = ("layer_probes",)
+            raise PlanError(loc, f"layer probe {block}: {exc}", True) from None
+        for repeat in range(request.repeats):
+            seeded = _with_seed(spec, spec.hyperparameters.seed + repeat)
+            name = variant_name(Strategy.linear, None, probe_block=block)
+            jobs.append(PlannedJob("finetune", seeded, name))
+            jobs.append(PlannedJob("control", seeded.model_copy(update={"random_init": True}), name))
     return jobs
 
 
 def plan_baselines(request: ExperimentCreate) -> list[PlannedJob]:
     """pixels: pixel_linear trained from scratch on the target at every grid point and seed, with the
-    fine-tunes' hyperparameters and data options (the same budget, the same search)."""
+    linear strategy's hyperparameters and data options (the same budget, the same search)."""
     if "pixels" not in request.baselines:
         return []
     base = request.hyperparameters.model_dump()
     jobs = []
     for point in _grid(request):
         for repeat in range(request.repeats):
-            hyperparameters = {**base, **point, "seed": request.hyperparameters.seed + repeat}
+            seed = request.hyperparameters.seed + repeat
+            hyperparameters = {**base, **point, "seed": seed, "epochs": linear_epochs(request)}
             spec = PretrainSpec(
                 dataset=request.dataset,
                 model=PIXEL_BASELINE,

@@ -7,6 +7,8 @@ from sqlalchemy.orm import Session
 
 from core.artifacts import EXPERIMENT_ARTIFACTS, save_artifact
 from core.experiments.compare import build_comparison
+from core.experiments.probes import partial_depths, transferability_points
+from core.experiments.schemas import Comparison
 from core.models import Artifact, Evaluation, Experiment
 from core.settings import Settings, get_settings
 
@@ -20,7 +22,7 @@ def render_experiment_plots(session: Session, experiment: Experiment) -> list[tu
     comparison = build_comparison(session, experiment)
     done = [r for r in comparison.rows if r.test_accuracy is not None and r.train_seconds is not None]
     if not done:
-        return []
+        return _depth_plots(comparison, experiment)
     chosen = {r.job_id for r in comparison.rows if r.chosen}
     chosen |= {r.control_job_id for r in comparison.rows if r.chosen and r.control_job_id}
 
@@ -57,6 +59,35 @@ def render_experiment_plots(session: Session, experiment: Experiment) -> list[tu
             bars.append({"name": name(row), "f1": [c["f1"] for c in stored.per_class]})
     if bars:
         plots.append(("per_class_f1.png", per_class_f1_png(bars, class_names, f"Per-class F1: {title}")))
+    return plots + _depth_plots(comparison, experiment)
+
+
+def _depth_plots(comparison: Comparison, experiment: Experiment) -> list[tuple[str, bytes]]:
+    """layer_probes.png when the experiment probed its blocks; transferability.png when it ran
+    partial at two or more depths."""
+    from engine.plots import layer_probes_png, transferability_png  # matplotlib: only when drawing
+    from engine.strategies import block_count
+
+    plots = []
+    probes = [r for r in comparison.layer_probes if r.accuracy_transferred is not None]
+    if probes:
+        rows = [
+            {
+                "block_name": r.block_name,
+                "transferred": r.accuracy_transferred,
+                "transferred_ci95": r.accuracy_transferred_ci95,
+                "random": r.accuracy_random,
+                "random_ci95": r.accuracy_random_ci95,
+            }
+            for r in probes
+        ]
+        title = f"{experiment.name}: layer probes on {experiment.dataset}"
+        plots.append(("layer_probes.png", layer_probes_png(rows, title)))
+    if len(partial_depths(comparison)) >= 2:
+        blocks = block_count(experiment.architecture)
+        points = [vars(p) for p in transferability_points(comparison, blocks)]
+        title = f"{experiment.name}: transferability on {experiment.dataset}"
+        plots.append(("transferability.png", transferability_png(points, blocks, title)))
     return plots
 
 

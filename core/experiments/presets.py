@@ -42,6 +42,62 @@ PRESETS: dict[str, dict[str, Any]] = {
         "sweep": {"lr": [0.003, 0.001]},
         "controls": True,
     },
+    # The CPU study (issue #11): every one of MNIST's 60,000 training images (54,000 to train, 6,000 to
+    # validate) for every strategy, 3 seeds, the pixels baseline, a linear probe after each of the 4
+    # blocks and the transferability curve (partial-1..3, with full and linear as its ends), each against
+    # its random-weight control: 58 jobs. lr 0.003 was the better of the quick study's two for every
+    # strategy. The linear probes (linear, the layer probes, pixels) read cached features, so they get
+    # 10 epochs and stop on validation after 2 without improvement; the fine-tunes train 2 epochs.
+    # Estimated, not yet measured in full: about 29 min on 2 idle CPU cores, from the quick study's
+    # seconds a training image and epoch (full 0.83 ms, partial-2 0.41 ms; partial-1 and -3 scaled by
+    # the FLOPs they train; all x 0.75 for channels-last, which took the quick study from 163 to 121 s):
+    # 18 min of fine-tunes and controls, 6 of linear runs, probes and pixels, 4 of tests and per-job
+    # overheads. core/budgets.py estimates its 58 jobs at 6.2e14 FLOPs (linear counted as trained).
+    "study": {
+        "name": "CPU study (simple_cnn, 32x32, all of MNIST, 3 seeds)",
+        "pretrain": {
+            "dataset": "stl10",
+            "model": "simple_cnn",
+            "hyperparameters": {"epochs": 15, "batch_size": 64, "optimizer": "adam", "lr": 0.002},
+            "data": {"image_size": 32},
+        },
+        "dataset": "mnist",
+        "strategies": ["linear", "partial", "full"],
+        "hyperparameters": {
+            "epochs": 2,
+            "batch_size": 128,
+            "optimizer": "adam",
+            "lr": 0.003,
+            "early_stopping_patience": 2,
+        },
+        "linear_epochs": 10,
+        "data": {"image_size": 32, "val_fraction": 0.1},
+        "controls": True,
+        "repeats": 3,
+        "baselines": ["pixels"],
+        "layer_probes": True,
+        "transferability": True,
+    },
+    # The study's every option on the tests' tiny data, in a minute or two: 2 seeds, probes, the curve.
+    "study-smoke": {
+        "name": "study smoke",
+        "pretrain": {
+            "dataset": "stl10",
+            "model": "simple_cnn",
+            "hyperparameters": {"epochs": 1, "batch_size": 32},
+            "data": {"image_size": 16, "train_samples": 500, "test_samples": 200},
+        },
+        "dataset": "mnist",
+        "strategies": ["linear", "partial", "full"],
+        "hyperparameters": {"epochs": 1, "batch_size": 32, "early_stopping_patience": 1},
+        "linear_epochs": 3,
+        "data": {"image_size": 16, "val_fraction": 0.2, "train_samples": 500, "test_samples": 200},
+        "controls": True,
+        "repeats": 2,
+        "baselines": ["pixels"],
+        "layer_probes": True,
+        "transferability": True,
+    },
     # Every code path once, in seconds on any data: each job reads at most 500 training and 200 test
     # images (uncapped, it trained on all 54,000 MNIST images: 508 s on 2 cores for its 13 jobs).
     "smoke": {

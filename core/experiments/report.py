@@ -273,9 +273,15 @@ def _finetune_setup(f: _Facts) -> str:
     finetunes = [r for r in rows if not r.control]
     strategies = ", ".join(dict.fromkeys(r.variant for r in finetunes)) or "none"
     controls = f" and {len(rows) - len(finetunes)} controls from random weights" if request.controls else ""
+    linear = f" (linear probes {request.linear_epochs})" if request.linear_epochs is not None else ""
+    if request.hyperparameters.early_stopping_patience is not None:
+        linear += (
+            f", at most: each stops after {request.hyperparameters.early_stopping_patience} epochs "
+            "without a better validation accuracy"
+        )
     return (
         f"Fine-tuning on {f.target} at {request.data.image_size}x{request.data.image_size} pixels for "
-        f"{request.hyperparameters.epochs} epochs{sizes}; strategies: {strategies}; "
+        f"{request.hyperparameters.epochs} epochs{linear}{sizes}; strategies: {strategies}; "
         f"{len(finetunes)} fine-tunes{controls}."
     )
 
@@ -560,9 +566,12 @@ def _summary_table(f: _Facts) -> Table:
 
 
 def _transfer(f: _Facts) -> list[Block]:
-    """Seed section 9: how much of the source transfers: each gain against its control, then each
-    strategy against the baselines."""
-    return _transfer_gains(f) + _against_baselines(f)
+    """Seed section 9: how much of the source transfers: each gain against its control, each
+    strategy against the baselines, then where the knowledge lives (layer probes, transferability)."""
+    # Imported here: report_probes builds its sentences from this module's blocks.
+    from core.experiments.report_probes import layer_probe_blocks, transferability_blocks
+
+    return _transfer_gains(f) + _against_baselines(f) + layer_probe_blocks(f) + transferability_blocks(f)
 
 
 def control_name(variant: str) -> str:

@@ -121,6 +121,29 @@ class ExperimentCreate(_Strict):
         "mean validation accuracy.",
     )
 
+    linear_epochs: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="Epochs of the linear probes (strategy linear, the layer probes and the pixels "
+        "baseline), whose frozen features are computed once so that an epoch costs little; with "
+        "hyperparameters.early_stopping_patience they stop on validation. null = hyperparameters.epochs.",
+    )
+    layer_probes: bool = Field(
+        False,
+        description="Also probe every extractor block: a linear classifier on the block's output, "
+        "average-pooled to at most 4,096 features, trained on the target with the linear strategy's "
+        "hyperparameters (features computed once), for the pre-trained extractor and for its "
+        "random-init twin (same architecture and seed), each repeat. Results in `layer_probes` and "
+        "layer_probes.png.",
+    )
+    transferability: bool = Field(
+        False,
+        description="The transferability curve (Yosinski et al., 2014): partial at every depth the "
+        "architecture allows (1 .. blocks-1), with linear (every block frozen) and full (none) as its "
+        "ends, all added to those asked for, each against its control. Drawn as transferability.png.",
+    )
+
     _check_unique = field_validator("strategies", "frozen_blocks", "baselines")(_unique)
 
 
@@ -270,6 +293,26 @@ class PretrainSummary(BaseModel):
     train_seconds: float | None = Field(description="Wall-clock seconds spent training.")
 
 
+class LayerProbeRow(BaseModel):
+    """The linear probes on one extractor block, over the seeds: the pre-trained extractor's and its
+    random-init twin's test accuracy (means, with 95% t-interval half-widths; null with one run)."""
+
+    block: int = Field(description="The block's position, 0-based (probe_block).")
+    block_name: str = Field(description="What the architecture calls it: stem, layer1, stage2, ...")
+    features: int | None = Field(
+        description="Pooled features the probe's Linear layer reads (at most 4,096)."
+    )
+    n: int = Field(description="Seeds at which both the transferred and the random probe succeeded.")
+    accuracy_transferred: float | None = Field(description="Mean test accuracy of the pre-trained probe.")
+    accuracy_transferred_ci95: float | None = Field(description="Half-width of its 95% t-interval.")
+    accuracy_random: float | None = Field(description="Mean test accuracy of the random-init twin's probe.")
+    accuracy_random_ci95: float | None = Field(description="Half-width of its 95% t-interval.")
+    gain_mean: float | None = Field(description="Mean of (transferred minus random), paired by seed.")
+    gain_ci95: float | None = Field(description="Half-width of the paired gain's 95% t-interval.")
+    epochs_run_mean: float | None = Field(description="Mean epochs the probes trained (early stopping).")
+    job_ids: list[str] = Field(description="The probe jobs of this block, transferred and random.")
+
+
 class Comparison(BaseModel):
     selection_measure: str = Field(description="What hyperparameters and the best strategy are chosen on.")
     rows: list[ComparisonRow] = Field(description="One per fine-tune and control, in plan order.")
@@ -283,3 +326,6 @@ class Comparison(BaseModel):
     best: BestStrategy | None = Field(description="Null when no fine-tune succeeded.")
     hyperparameters: list[AxisFinding] = Field(description="Per swept axis (more than one value).")
     pretrain: PretrainSummary | None = Field(description="The pre-train the fine-tunes started from.")
+    layer_probes: list[LayerProbeRow] = Field(
+        default_factory=list, description="layer_probes: one row per extractor block, in order."
+    )

@@ -103,6 +103,11 @@ COLUMNS: dict[str, Column] = {
         "peak memory", "peak MiB", lambda r, s: mib(r["peak_memory_bytes"], s.missing, s.units)
     ),
     "transfer_gain": Column("transfer gain", "gain pts", _gain),
+    "epochs_run": Column(
+        "epochs run",
+        "epochs",
+        lambda r, s: s.missing if r.get("epochs_run") is None else f"{r['epochs_run']}/{r['epochs']}",
+    ),
     "chosen": Column("chosen", "chosen", lambda r, s: s.chosen if r["chosen"] else ""),
 }
 
@@ -123,6 +128,7 @@ REPORT_STYLE = TableStyle(
         "train_seconds",
         "trainable_parameters",
         "parameter_updates",
+        "epochs_run",
         "peak_memory_bytes",
         "transfer_gain",
         "chosen",

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from core import budgets
 from core.experiments import orchestrate
-from core.experiments.compare import build_comparison
+from core.experiments.compare import BASELINE_STRATEGY, build_comparison
 from core.experiments.plan import PlanError
 from core.experiments.presets import PRESETS
 from core.experiments.report import Block, Paragraph, build_report, to_html, to_markdown
@@ -92,13 +92,23 @@ def _summary_fields(experiment: Experiment, jobs: list[Job]) -> dict[str, Any]:
     }
 
 
+def _variant(job: Job) -> str | None:
+    """As the comparison names it: the strategy variant, probe-k, pixels for a baseline; None for
+    the pre-train."""
+    if job.role == JobRole.baseline:
+        return BASELINE_STRATEGY
+    if not job.strategy:
+        return None
+    return variant_name(job.strategy, job.spec.get("frozen_blocks"), job.spec.get("probe_block"))
+
+
 def _job_public(job: Job) -> ExperimentJobPublic:
     hp = job.spec.get("hyperparameters", {})
     return ExperimentJobPublic(
         id=job.id,
         role=job.role,
         strategy=job.strategy,
-        variant=variant_name(job.strategy, job.spec.get("frozen_blocks")) if job.strategy else None,
+        variant=_variant(job),
         frozen_blocks=job.spec.get("frozen_blocks"),
         optimizer=hp.get("optimizer", "adam"),
         lr=hp.get("lr", 0.0),
@@ -119,6 +129,7 @@ def _public(session: SessionDep, experiment: Experiment) -> ExperimentPublic:
         jobs=[_job_public(j) for j in jobs],
         comparison=comparison,
         summary=comparison.summary if comparison is not None else None,
+        layer_probes=comparison.layer_probes if comparison is not None and comparison.layer_probes else None,
     )
 
 

@@ -29,7 +29,9 @@ def run(*argv: str) -> tuple[int, str]:
     return experiment_cli.main(list(argv), out), out.getvalue()
 
 
-@pytest.mark.parametrize("preset, jobs", [("seed", 73), ("quick", 13), ("smoke", 13)])
+@pytest.mark.parametrize(
+    "preset, jobs", [("seed", 73), ("quick", 13), ("smoke", 13), ("study", 58), ("study-smoke", 39)]
+)
 def test_every_preset_is_a_valid_request(preset, jobs):
     status, text = run("--preset", preset, "--print-request")
 
