@@ -180,6 +180,17 @@ class FinetuneSpec(_Strict):
         description="Control run: keep the source architecture but re-initialise its weights randomly, "
         "to measure how much of the source training transfers.",
     )
+    # Instead of a source checkpoint: torchvision's ImageNet weights for `model` (engine/pretrained.py).
+    source_weights: Literal["imagenet"] | None = Field(
+        None,
+        description="imagenet: start from torchvision's ImageNet weights for `model` (resnet18, "
+        "mobilenet_v3_small or vgg11_bn) instead of a source job or checkpoint; null = a source.",
+    )
+    model: Architecture | None = Field(
+        None,
+        description="With source_weights only: the architecture whose ImageNet weights are the start "
+        "(a fine-tune of a source keeps the source's architecture).",
+    )
 
 
 JobSpec = Annotated[PretrainSpec | FinetuneSpec, Field(discriminator="kind")]

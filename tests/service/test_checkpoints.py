@@ -13,6 +13,9 @@ CHECKPOINT_KEYS = {
     "sha256",
     "size_bytes",
     "created_at",
+    "name",  # names, tags and imports (issue #14)
+    "tags",
+    "origin",
 }
 
 
