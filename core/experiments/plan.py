@@ -25,6 +25,8 @@ from engine.spec import Architecture, FinetuneSpec, Hyperparameters, PretrainSpe
 from engine.strategies import accepts_frozen_blocks, default_frozen_blocks, variant_name
 
 PIXEL_BASELINE = Architecture.pixel_linear
+IMAGENET = "imagenet"
+IMAGENET_SUFFIX = "@imagenet"  # a variant run from ImageNet's weights: linear@imagenet
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,8 @@ def count_jobs(request: ExperimentCreate) -> int:
     variants = sum(
         len(request.frozen_blocks or [None]) if accepts_frozen_blocks(s) else 1 for s in request.strategies
     )
-    per_variant = len(_grid(request)) * request.repeats * (2 if request.controls else 1)
+    runs_per_point = 1 + int(request.controls) + int(request.imagenet)
+    per_variant = len(_grid(request)) * request.repeats * runs_per_point
     baselines = len(request.baselines) * len(_grid(request)) * request.repeats
     return variants * per_variant + baselines + (1 if request.pretrain is not None else 0)
 
@@ -156,6 +159,7 @@ def plan_finetunes(request: ExperimentCreate, architecture: str) -> list[Planned
     from engine.errors import SpecError
     from engine.run import validate_spec  # imports torch: only when planning
 
+    _check_imagenet(request, architecture)
     base = request.hyperparameters.model_dump()
     jobs: list[PlannedJob] = []
     for strategy in request.strategies:
@@ -184,8 +188,26 @@ def plan_finetunes(request: ExperimentCreate, architecture: str) -> list[Planned
                     if request.controls:
                         control = seeded.model_copy(update={"random_init": True})
                         jobs.append(PlannedJob("control", control, name))
+                    if request.imagenet:  # the same run from ImageNet's weights; the same control
+                        imagenet = seeded.model_copy(
+                            update={"source_weights": IMAGENET, "model": Architecture(architecture)}
+                        )
+                        jobs.append(PlannedJob("finetune", imagenet, name + IMAGENET_SUFFIX))
     jobs += plan_baselines(request)
     return jobs
+
+
+def _check_imagenet(request: ExperimentCreate, architecture: str) -> None:
+    from engine.pretrained import IMAGENET_FILES
+
+    if request.imagenet and architecture not in IMAGENET_FILES:
+        allowed = ", ".join(a.value for a in IMAGENET_FILES)
+        raise PlanError(
+            ("imagenet",),
+            f"torchvision has no ImageNet weights for {architecture}; pre-train one of {allowed}, or "
+            "set imagenet to false",
+            True,
+        )
 
 
 def plan_baselines(request: ExperimentCreate) -> list[PlannedJob]:
