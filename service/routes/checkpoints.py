@@ -22,6 +22,7 @@ from core.models import Checkpoint
 from engine.errors import CheckpointError
 from service.deps import MAX_SKIP, SessionDep, SettingsDep
 from service.errors import Responses, get_or_404
+from service.redact import redact
 from service.schemas import CheckpointList, CheckpointPublic, ErrorPublic
 
 router = APIRouter(prefix="/checkpoints", tags=["checkpoints"])
@@ -61,13 +62,13 @@ def get_checkpoint(session: SessionDep, checkpoint_id: str) -> CheckpointPublic:
 
 ARCHIVE_REFUSED: Responses = {
     413: {"model": ErrorPublic, "description": "Over TRANSFERLAB_MAX_CHECKPOINT_IMPORT_BYTES."},
-    422: {
-        "model": ErrorPublic,
-        "description": "Not a zip of exactly model.safetensors and model.json; metadata invalid; weights "
-        "whose sha256 differs from the metadata's, or whose keys, shapes or dtypes are not the "
-        "architecture's. Nothing is written.",
-    },
 }
+# Merged into FastAPI's own 422 (its list of {loc, msg, type}), which `responses` would replace.
+ARCHIVE_422 = (
+    "loc `file`: not a zip of exactly model.safetensors and model.json; metadata invalid; weights whose "
+    "sha256 differs from the metadata's, or whose keys, shapes or dtypes are not the architecture's. "
+    "Nothing is written."
+)
 
 
 @router.get(
@@ -115,6 +116,7 @@ def download_checkpoint(session: SessionDep, settings: SettingsDep, checkpoint_i
     status_code=status.HTTP_201_CREATED,
     response_model=CheckpointPublic,
     responses=ARCHIVE_REFUSED,
+    openapi_extra={"responses": {"422": {"description": ARCHIVE_422}}},
 )
 def import_checkpoint(
     session: SessionDep,
@@ -137,7 +139,8 @@ def import_checkpoint(
     except ArchiveRefused as exc:
         if exc.status == 413:
             raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=str(exc)) from None
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
+        error = {"type": "value_error", "loc": ("body", "file"), "msg": redact(str(exc)), "input": None}
+        raise RequestValidationError([error]) from None
     try:
         row = record_import(session, imported, settings.checkpoints_dir, labels)
         session.commit()
