@@ -124,13 +124,23 @@ class Job(Base):
         ForeignKey("experiments.id", name="fk_jobs_experiment_id", use_alter=True), index=True
     )
     role: Mapped[str | None] = mapped_column(String(16))  # pretrain | finetune | control
+    # A fine-tune from a checkpoint named by id (an imported one has no job to name). SET NULL: a
+    # deleted checkpoint leaves the job's history, and its worker fails naming the missing source.
+    source_checkpoint_id: Mapped[str | None] = mapped_column(
+        ForeignKey(
+            "checkpoints.id", name="fk_jobs_source_checkpoint_id", use_alter=True, ondelete="SET NULL"
+        ),
+        index=True,
+    )
 
     epochs: Mapped[list[EpochMetric]] = relationship(
         back_populates="job", cascade="all, delete-orphan", order_by="(EpochMetric.epoch, EpochMetric.phase)"
     )
     evaluation: Mapped[Evaluation | None] = relationship(back_populates="job", cascade="all, delete-orphan")
     cost: Mapped[Cost | None] = relationship(back_populates="job", cascade="all, delete-orphan")
-    checkpoint: Mapped[Checkpoint | None] = relationship(back_populates="job", cascade="all, delete-orphan")
+    checkpoint: Mapped[Checkpoint | None] = relationship(
+        back_populates="job", cascade="all, delete-orphan", foreign_keys="Checkpoint.job_id"
+    )
     experiment: Mapped[Experiment | None] = relationship(back_populates="jobs", foreign_keys=[experiment_id])
 
 
@@ -184,7 +194,8 @@ class Checkpoint(Base):
     __tablename__ = "checkpoints"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
+    # Null for an imported checkpoint (POST /checkpoints): trained elsewhere, by no job here.
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
     architecture: Mapped[str] = mapped_column(String(32))
     dataset: Mapped[str] = mapped_column(String(32))
     strategy: Mapped[str | None] = mapped_column(String(16))
@@ -194,8 +205,13 @@ class Checkpoint(Base):
     sha256: Mapped[str] = mapped_column(String(64))  # of model.safetensors, checked before every load
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # What a client calls it (/predict model=<name>: the newest of that name) and free-form labels
+    # (PATCH /checkpoints/{id}; bounds in core/checkpoint_labels.py). origin: trained | imported.
+    name: Mapped[str | None] = mapped_column(String(100), index=True)
+    tags: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    origin: Mapped[str] = mapped_column(String(16), default="trained")
 
-    job: Mapped[Job] = relationship(back_populates="checkpoint")
+    job: Mapped[Job | None] = relationship(back_populates="checkpoint", foreign_keys=[job_id])
 
 
 class Experiment(Base):

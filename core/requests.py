@@ -16,7 +16,7 @@ from engine.spec import FinetuneSpec, PretrainSpec
 # Descriptions for the engine-spec fields that carry none there; filled into the JSON schema only,
 # so defaults and bounds stay single-sourced in engine.spec.
 _SPEC_FIELD_DOCS = {
-    "kind": "pretrain: train an architecture from scratch; finetune: adapt a succeeded job's checkpoint.",
+    "kind": "pretrain: train an architecture from scratch; finetune: adapt a checkpoint or ImageNet weights.",
     "dataset": "Data set to train on: stl10, mnist, fashion_mnist or cifar10.",
     "model": "Architecture: simple_cnn, resnet18, mobilenet_v3_small or vgg11_bn.",
     "strategy": "linear: train the head only; partial: freeze the first frozen_blocks blocks; "
@@ -44,15 +44,45 @@ class FinetuneJobCreate(FinetuneSpec):
 
     model_config = ConfigDict(json_schema_extra=_describe_spec_fields, title="FinetuneJobCreate")
 
-    source: str = Field(
+    # Exactly one of the three sources (source_error says which is wrong, naming the field).
+    source: str | None = Field(
+        None,
         min_length=1,
         max_length=64,
-        description="Id of a succeeded job (pretrain or finetune) whose checkpoint is the start.",
+        description="Id of a succeeded job (pretrain or finetune) whose checkpoint is the start. Give "
+        "exactly one of source, source_checkpoint and source_weights.",
+    )
+    source_checkpoint: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="Id of a checkpoint (one trained here or imported with POST /checkpoints) to start "
+        "from, instead of source.",
     )
 
+    def source_error(self) -> tuple[str, str] | None:
+        """(field, message) when not exactly one source is given; None when one is."""
+        given = [
+            name
+            for name, value in (
+                ("source", self.source),
+                ("source_checkpoint", self.source_checkpoint),
+                ("source_weights", self.source_weights),
+            )
+            if value is not None
+        ]
+        if len(given) == 1:
+            return None
+        what = "none was given" if not given else f"{' and '.join(given)} were given"
+        field = given[-1] if given else "source"
+        return field, (
+            "give exactly one of source (a succeeded job's id), source_checkpoint (a checkpoint id) and "
+            f"source_weights ('imagenet', with model); {what}"
+        )
+
     def to_spec(self) -> FinetuneSpec:
-        """The engine spec, as the worker reads it back (the source lives in jobs.source_job_id)."""
-        return FinetuneSpec.model_validate(self.model_dump(exclude={"source"}))
+        """The engine spec, as the worker reads it back (the source lives in the job's columns)."""
+        return FinetuneSpec.model_validate(self.model_dump(exclude={"source", "source_checkpoint"}))
 
 
 JobCreate = Annotated[PretrainJobCreate | FinetuneJobCreate, Field(discriminator="kind")]

@@ -109,6 +109,13 @@ class Settings(BaseSettings):
         description="A worker's lease lasts this long from each renewal (others read the lease, not this); "
         "a queued job unclaimed this long is sent again.",
     )
+    # ---- checkpoints in and out, ImageNet weights (issue #14, models: core/checkpoint_archive.py,
+    # engine/pretrained.py). vgg11_bn's weights are 491 MB, its archive a few KB more.
+    max_checkpoint_import_bytes: int = Field(
+        600 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Largest POST /checkpoints archive, uploaded and unpacked (413 beyond).",
+    )
 
     # ---- operations (#13): /metrics, log format, per-job logs (core/logs.py, core/job_logs.py)
     metrics_public: bool = Field(

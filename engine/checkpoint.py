@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -93,3 +93,38 @@ def load_checkpoint(
     except SafetensorError as e:
         raise CheckpointError(f"{weights} is not a valid safetensors file: {e}") from None
     return state, meta
+
+
+# safetensors' dtype names, for comparing a file's header with a model's state dict without loading it.
+_SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64"}
+
+
+def check_weights_fit(weights: Path, architecture: str, num_classes: int) -> None:
+    """CheckpointError unless the safetensors file holds exactly the architecture's state-dict keys,
+    each with its shape and dtype. Reads the header only (safetensors never unpickles)."""
+    from engine.models import state_shapes
+
+    expected = state_shapes(architecture, num_classes)
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            found = {
+                key: (tuple(f.get_slice(key).get_shape()), f.get_slice(key).get_dtype()) for key in f.keys()
+            }
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{WEIGHTS_FILE} is not a valid safetensors file: {e}") from None
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{WEIGHTS_FILE} does not hold {architecture}'s state dict for {num_classes} classes: "
+            f"{len(missing)} key(s) missing (e.g. {missing[:3]}), {len(unexpected)} unexpected "
+            f"(e.g. {unexpected[:3]})"
+        )
+    for key, (shape, dtype) in expected.items():
+        got_shape, got_dtype = found[key]
+        want_dtype = _SAFETENSORS_DTYPES.get(dtype, str(dtype))
+        if got_shape != shape or got_dtype != want_dtype:
+            raise CheckpointError(
+                f"{WEIGHTS_FILE}: {key} is {got_dtype} {list(got_shape)}, but {architecture} with "
+                f"{num_classes} classes needs {want_dtype} {list(shape)}"
+            )

@@ -236,6 +236,33 @@ def _load_torchvision_weights(net: nn.Module, path: Path) -> None:
     net.load_state_dict(compatible, strict=False)
 
 
+IMAGENET_CLASSES = 1000
+
+
+def build_imagenet_backbone(architecture: str, state: dict[str, torch.Tensor], name: str) -> TransferNet:
+    """torchvision's 1000-class network with `state` loaded strictly (every key and shape), as our
+    blocks and head; the caller replaces the head's last Linear for its own classes."""
+    arch = Architecture(architecture)
+    if arch not in _TORCHVISION:
+        raise CheckpointError(f"{arch.value} has no ImageNet weights")
+    constructor, wrap = _TORCHVISION[arch]
+    net = constructor(num_classes=IMAGENET_CLASSES)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        # torch's message lists the missing and unexpected keys and the mismatched shapes.
+        raise CheckpointError(f"{name} is not {arch.value}'s ImageNet state dict: {e}") from None
+    return wrap(net)
+
+
+def state_shapes(architecture: str, num_classes: int) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Every state-dict key of the architecture with that class count, with its shape and dtype: what
+    an imported checkpoint's tensors must be, exactly."""
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        model = build_model(architecture, num_classes)
+    return {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+
+
 def replace_classifier(model: TransferNet, num_classes: int) -> None:
     """Swap the head's last Linear for a fresh one with `num_classes` outputs (the target's classes)."""
     index, old = [(i, m) for i, m in enumerate(model.head) if isinstance(m, nn.Linear)][-1]

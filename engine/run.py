@@ -50,6 +50,7 @@ from engine.models import (
 from engine.numerics import Numerics, resolve_numerics
 from engine.optim import make_optimizer, make_scheduler
 from engine.preprocess import InputSpec
+from engine.pretrained import WEIGHTS_FOLDER, build_imagenet_model
 from engine.results import CheckpointInfo, Cost, EpochMetrics, Evaluation, Hooks, RunInfo, RunResult
 from engine.resume import load_state, save_state
 from engine.spec import Architecture, FinetuneSpec, Hyperparameters, PretrainSpec, Strategy
@@ -82,6 +83,8 @@ def validate_spec(spec: PretrainSpec | FinetuneSpec, architecture: str) -> None:
             "a pixel_linear model has no features to transfer: fine-tune from a model with blocks, or "
             "train pixel_linear itself as a pretrain job (the pixel baseline)",
         )
+    if isinstance(spec, FinetuneSpec):
+        _check_source_weights(spec, architecture)
     plan_phases(spec, architecture)
     check_image_size(architecture, spec.data.image_size)
     hp = spec.hyperparameters
@@ -102,6 +105,28 @@ def validate_spec(spec: PretrainSpec | FinetuneSpec, architecture: str) -> None:
 
 
 validate_finetune = validate_spec  # the older name, for fine-tune specs
+
+
+def _check_source_weights(spec: FinetuneSpec, architecture: str) -> None:
+    """source_weights and model go together, and only for an architecture with ImageNet weights."""
+    from engine.pretrained import IMAGENET_FILES
+
+    if spec.source_weights is None:
+        if spec.model is not None:
+            raise SpecError(
+                "model",
+                "a fine-tune keeps its source's architecture; give model only with source_weights",
+            )
+        return
+    if spec.model is None:
+        raise SpecError("model", "source_weights needs the architecture whose weights to start from")
+    if spec.model not in IMAGENET_FILES:
+        allowed = ", ".join(a.value for a in IMAGENET_FILES)
+        raise SpecError("model", f"{spec.model.value} has no ImageNet weights; allowed: {allowed}")
+    if spec.model.value != architecture:
+        raise SpecError(
+            "model", f"the job's architecture is {architecture}, the spec names {spec.model.value}"
+        )
 
 
 @dataclass
@@ -195,7 +220,8 @@ def run_job(
 ) -> RunResult:
     """Train the spec's phases and evaluate on the test split; JobCancelled when the hooks stop it."""
     dev = resolve_device(device)
-    built = _build(spec, source_checkpoint, source_sha256, dev)
+    weights_dir = Path(data_root) / WEIGHTS_FOLDER
+    built = _build(spec, source_checkpoint, source_sha256, dev, weights_dir, download)
     state = _fresh_state(spec.hyperparameters.seed, dev)
     if spec.hyperparameters.early_stopping_patience is not None:
         state.early = EarlyStopping(spec.hyperparameters.early_stopping_patience)
@@ -235,13 +261,22 @@ def run_job(
 
 
 def _build(
-    spec: PretrainSpec | FinetuneSpec, source: Path | None, source_sha256: str | None, device: torch.device
+    spec: PretrainSpec | FinetuneSpec,
+    source: Path | None,
+    source_sha256: str | None,
+    device: torch.device,
+    weights_dir: Path,
+    download: bool,
 ) -> _Model:
     """Seed, build (or load) the model, plan its phases, and place it on the device channels-last."""
     hp = spec.hyperparameters
     torch.manual_seed(hp.seed)  # model init, new head, dropout
     num_classes = DATASETS[spec.dataset.value].num_classes
-    model, source_meta = _build_model(spec, source, source_sha256, num_classes)
+    source_meta: dict[str, Any] | None
+    if isinstance(spec, FinetuneSpec) and spec.source_weights is not None:
+        model, source_meta = _build_imagenet(spec, num_classes, weights_dir, download)
+    else:
+        model, source_meta = _build_model(spec, source, source_sha256, num_classes)
     phases = plan_phases(spec, Architecture(model.architecture).value)
     numerics = resolve_numerics(device, hp.precision)
     model.to(device).to(memory_format=torch.channels_last)  # inputs follow (engine/numerics.py)
@@ -270,6 +305,18 @@ def _build_model(
     if spec.probe_block is not None:  # a layer probe: the blocks up to it, pooled, and a new Linear
         model = probe_model(model, spec.probe_block, spec.data.image_size, num_classes)
     return model, meta
+
+
+def _build_imagenet(
+    spec: FinetuneSpec, num_classes: int, weights_dir: Path, download: bool
+) -> tuple[TransferNet, dict[str, Any]]:
+    """torchvision's ImageNet weights with a new head; the control (random_init) reads no file."""
+    if spec.model is None:
+        raise SpecError("model", "source_weights needs the architecture whose weights to start from")
+    if spec.random_init:  # the same architecture and head, none of ImageNet's weights
+        model = build_model(spec.model.value, num_classes)
+        return model, {"source_weights": spec.source_weights, "sha256": None, "random_init": True}
+    return build_imagenet_model(spec.model.value, num_classes, weights_dir, download)
 
 
 def _fresh_state(seed: int, device: torch.device) -> _RunState:
@@ -537,6 +584,7 @@ def _checkpoint_meta(job: _Job, evaluation: Evaluation) -> dict[str, Any]:
         "random_init": finetune.random_init if finetune else False,
         "probe_block": finetune.probe_block if finetune else None,  # engine.predict rebuilds the probe
         "source_sha256": job.source_meta and job.source_meta.get("sha256"),
+        "source_weights": finetune.source_weights if finetune else None,
         "hyperparameters": job.hp.model_dump(mode="json"),
         "precision": job.numerics.precision,
         "data": spec.data.model_dump(mode="json"),

@@ -187,6 +187,17 @@ class FinetuneSpec(_Strict):
         "after the last: the blocks up to it, frozen, then an adaptive average pool to at most "
         "4,096 features and one Linear layer (a layer probe). null = the whole extractor.",
     )
+    # Instead of a source checkpoint: torchvision's ImageNet weights for `model` (engine/pretrained.py).
+    source_weights: Literal["imagenet"] | None = Field(
+        None,
+        description="imagenet: start from torchvision's ImageNet weights for `model` (resnet18, "
+        "mobilenet_v3_small or vgg11_bn) instead of a source job or checkpoint; null = a source.",
+    )
+    model: Architecture | None = Field(
+        None,
+        description="With source_weights only: the architecture whose ImageNet weights are the start "
+        "(a fine-tune of a source keeps the source's architecture).",
+    )
 
 
 JobSpec = Annotated[PretrainSpec | FinetuneSpec, Field(discriminator="kind")]

@@ -39,6 +39,7 @@ from service.routes import (
     job_logs,
     jobs,
     predict,
+    weights,
 )
 from service.routes import metrics as metrics_route
 from service.ui import routes as ui
@@ -163,7 +164,11 @@ def create_app() -> FastAPI:
     )
     # A too-large upload is refused before any of it is read, and (added last, so outermost) a
     # request without the token before anything else happens.
-    app.add_middleware(BodyLimitMiddleware, limits={"/predict": lambda: get_settings().max_upload_bytes})
+    limits = {
+        "/predict": lambda: get_settings().max_upload_bytes,
+        "/checkpoints": lambda: get_settings().max_checkpoint_import_bytes,  # POST: an archive to import
+    }
+    app.add_middleware(BodyLimitMiddleware, limits=limits)
     app.add_middleware(
         TokenMiddleware,
         token=lambda: get_settings().api_token,
@@ -189,6 +194,7 @@ def create_app() -> FastAPI:
         app.include_router(router, dependencies=authenticated, responses=DATABASE_UNAVAILABLE)
     app.include_router(events.router, dependencies=authenticated)  # documents its own JSON errors
     app.include_router(metrics_route.router)  # its own token check: TRANSFERLAB_METRICS_PUBLIC
+    app.include_router(weights.router, dependencies=authenticated)  # ImageNet weight files (issue #14)
     install_openapi(app, token=lambda: get_settings().api_token)
     install_docs(app)
     ui.install(app)  # the dashboard at /ui (service/ui)

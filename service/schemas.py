@@ -177,7 +177,9 @@ class CheckpointPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: str = Field(description="Checkpoint id (32 hex digits).")
-    job: str = Field(validation_alias="job_id", description="Id of the job that trained it.")
+    job: str | None = Field(
+        validation_alias="job_id", description="Id of the job that trained it; null for an imported one."
+    )
     architecture: str = Field(description="Model architecture.")
     dataset: str = Field(description="Data set it was trained on.")
     strategy: str | None = Field(description="Fine-tuning strategy; null for a pretrain checkpoint.")
@@ -190,11 +192,33 @@ class CheckpointPublic(BaseModel):
     size_bytes: int = Field(description="Size of the weights file in bytes.")
     disk_bytes: int | None = Field(None, description="Bytes its folder (weights and metadata) takes on disk.")
     created_at: datetime = Field(description="When it was written (UTC).")
+    # Names, tags and imports (issue #14): PATCH /checkpoints/{id}, POST /checkpoints.
+    name: str | None = Field(None, description="Its name; POST /predict model=<name> uses the newest.")
+    tags: list[str] = Field(default_factory=list, description="Free-form labels (PATCH to change).")
+    origin: Literal["trained", "imported"] = Field(
+        "trained", description="trained by a job here, or imported with POST /checkpoints."
+    )
 
 
 class CheckpointList(BaseModel):
     data: list[CheckpointPublic] = Field(description="This page of checkpoints, newest first.")
     count: int = Field(description="All checkpoints, over all pages.")
+
+
+class WeightsPublic(BaseModel):
+    """One architecture's ImageNet weight file (torchvision's), usable as source_weights 'imagenet'."""
+
+    architecture: str = Field(description="resnet18, mobilenet_v3_small or vgg11_bn.")
+    file_name: str = Field(description="torchvision's file name, expected in <data root>/weights/.")
+    present: bool = Field(description="The file is there (its checksum is checked when a job loads it).")
+    size_bytes: int | None = Field(description="Its size on disk; null when absent.")
+    url: str = Field(description="Where to download it (or set TRANSFERLAB_DOWNLOAD=true).")
+
+
+class WeightsList(BaseModel):
+    data: list[WeightsPublic] = Field(description="One entry per architecture with ImageNet weights.")
+    count: int = Field(description="Entries in data.")
+    download: bool = Field(description="TRANSFERLAB_DOWNLOAD: whether a worker may fetch a missing file.")
 
 
 # ---------------------------------------------------------------- predict

@@ -238,13 +238,19 @@ class ClaimedRun:
             if job is None:
                 raise LookupError(f"job {self.lease.job_id} was deleted while it was claimed")
             spec = parse_spec(job.spec)
-            if not isinstance(spec, FinetuneSpec):
-                return spec, job.architecture, None, None
-            row = session.scalar(select(Checkpoint).where(Checkpoint.job_id == job.source_job_id))
-            if row is None:
-                raise CheckpointError(
-                    f"source job {job.source_job_id} has no checkpoint; fine-tune from a job that succeeded"
-                )
+            if not isinstance(spec, FinetuneSpec) or spec.source_weights is not None:
+                return spec, job.architecture, None, None  # ImageNet weights: the engine finds the file
+            if job.source_job_id is None:  # a checkpoint named by id (POST /checkpoints imports them)
+                row = session.get(Checkpoint, job.source_checkpoint_id) if job.source_checkpoint_id else None
+                if row is None:
+                    raise CheckpointError("the source checkpoint no longer exists; fine-tune from another")
+            else:
+                row = session.scalar(select(Checkpoint).where(Checkpoint.job_id == job.source_job_id))
+                if row is None:
+                    raise CheckpointError(
+                        f"source job {job.source_job_id} has no checkpoint; fine-tune from a job that "
+                        "succeeded"
+                    )
             return spec, job.architecture, self.settings.checkpoints_dir / row.path, row.sha256
 
     def start_time_limit(self, spec: PretrainSpec | FinetuneSpec, architecture: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.experiments.plan import IMAGENET_SUFFIX
 from core.experiments.probes import is_probe, layer_probe_rows
 from core.experiments.schemas import (
     AxisFinding,
@@ -79,8 +80,18 @@ def last_epochs(session: Session, job_ids: list[str]) -> dict[tuple[str, str], L
     return last
 
 
+# A fine-tune's control is the same spec from random weights: whichever source (the pre-train, or
+# ImageNet's weights) the fine-tune started from, so both are paired with one control.
+_NOT_IN_CONTROL_KEY = ("random_init", "source_weights", "model")
+
+
 def _control_key(spec: dict[str, Any]) -> str:
-    return json.dumps({k: v for k, v in spec.items() if k != "random_init"}, sort_keys=True)
+    return json.dumps({k: v for k, v in spec.items() if k not in _NOT_IN_CONTROL_KEY}, sort_keys=True)
+
+
+def base_variant(variant: str) -> str:
+    """The strategy variant without its source: linear@imagenet -> linear."""
+    return variant.removesuffix(IMAGENET_SUFFIX)
 
 
 def images_seen(metric: LastEpoch | None) -> int | None:
@@ -152,6 +163,8 @@ def build_comparison(session: Session, experiment: Experiment) -> Comparison:
         else:
             strategy = job.strategy or spec["strategy"]
             variant = variant_name(strategy, spec.get("frozen_blocks"))
+            if spec.get("source_weights"):
+                variant += IMAGENET_SUFFIX
             frozen = frozen_blocks_of(strategy, spec.get("frozen_blocks"), job.architecture)
         evaluation, cost = evaluations.get(job.id), costs.get(job.id)
         val = last.get((job.id, "val"))
@@ -191,6 +204,11 @@ def build_comparison(session: Session, experiment: Experiment) -> Comparison:
                 transfer_gain=None,
                 control_job_id=None,
                 chosen=False,
+                source=None
+                if job.role != JobRole.finetune
+                else "imagenet"
+                if spec.get("source_weights")
+                else "pretrained",
             )
         )
 

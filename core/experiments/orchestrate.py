@@ -40,6 +40,7 @@ from core.models import (
     utcnow,
 )
 from core.settings import Settings
+from core.sources import SourceProblem, check_imagenet_weights
 from engine.spec import FinetuneSpec, PretrainSpec
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ def _job_rows(experiment: Experiment, source: Job, planned: list[PlannedJob]) ->
                 )
             )
             continue
+        imagenet = p.spec.source_weights is not None  # no source job: the weights file is the source
         rows.append(
             Job(
                 kind="finetune",
@@ -129,7 +131,7 @@ def _job_rows(experiment: Experiment, source: Job, planned: list[PlannedJob]) ->
                 dataset=p.spec.dataset.value,
                 architecture=source.architecture,
                 strategy=p.spec.strategy.value,
-                source_job_id=source.id,
+                source_job_id=None if imagenet else source.id,
                 experiment_id=experiment.id,
                 role=p.role,
                 # Distinct, increasing times keep the plan's order in every listing.
@@ -157,6 +159,11 @@ def create_experiment(
     # Planned now even when the fine-tunes wait for the pre-train: a bad frozen_blocks is a 422 today,
     # not a failed experiment an hour from now.
     planned = plan_finetunes(request, architecture)
+    if request.imagenet:  # the weights file is there now, or may be downloaded: not a failure later
+        try:
+            check_imagenet_weights(architecture, settings)
+        except SourceProblem as exc:
+            raise PlanError(("imagenet",), str(exc), True) from None
     new_jobs = budgets.check_experiment(request, planned, architecture, settings)
     budgets.check_capacity(session, settings, new_jobs)
 

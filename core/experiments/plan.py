@@ -31,6 +31,8 @@ from engine.spec import Architecture, FinetuneSpec, Hyperparameters, PretrainSpe
 from engine.strategies import accepts_frozen_blocks, default_frozen_blocks, variant_name
 
 PIXEL_BASELINE = Architecture.pixel_linear
+IMAGENET = "imagenet"
+IMAGENET_SUFFIX = "@imagenet"  # a variant run from ImageNet's weights: linear@imagenet
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,8 @@ def count_jobs(request: ExperimentCreate, architecture: str | None = None) -> in
     variants = sum(
         len(_frozen_values(request, blocks)) if accepts_frozen_blocks(s) else 1 for s in _strategies(request)
     )
-    per_variant = len(_grid(request)) * request.repeats * (2 if request.controls else 1)
+    runs_per_point = 1 + int(request.controls) + int(request.imagenet)
+    per_variant = len(_grid(request)) * request.repeats * runs_per_point
     baselines = len(request.baselines) * len(_grid(request)) * request.repeats
     probes = blocks * request.repeats * 2 if request.layer_probes else 0
     return variants * per_variant + baselines + probes + (1 if request.pretrain is not None else 0)
@@ -196,6 +199,7 @@ def plan_finetunes(request: ExperimentCreate, architecture: str) -> list[Planned
     from engine.errors import SpecError
     from engine.run import validate_spec  # imports torch: only when planning
 
+    _check_imagenet(request, architecture)
     base = request.hyperparameters.model_dump()
     jobs: list[PlannedJob] = []
     depths = _frozen_values(request, _blocks_of(request, architecture), default_frozen_blocks(architecture))
@@ -226,6 +230,11 @@ def plan_finetunes(request: ExperimentCreate, architecture: str) -> list[Planned
                     if request.controls:
                         control = seeded.model_copy(update={"random_init": True})
                         jobs.append(PlannedJob("control", control, name))
+                    if request.imagenet:  # the same run from ImageNet's weights; the same control
+                        imagenet = seeded.model_copy(
+                            update={"source_weights": IMAGENET, "model": Architecture(architecture)}
+                        )
+                        jobs.append(PlannedJob("finetune", imagenet, name + IMAGENET_SUFFIX))
     jobs += plan_baselines(request)
     jobs += plan_layer_probes(request, architecture)
     return jobs
@@ -267,6 +276,19 @@ def plan_layer_probes(request: ExperimentCreate, architecture: str) -> list[Plan
             jobs.append(PlannedJob("finetune", seeded, name))
             jobs.append(PlannedJob("control", seeded.model_copy(update={"random_init": True}), name))
     return jobs
+
+
+def _check_imagenet(request: ExperimentCreate, architecture: str) -> None:
+    from engine.pretrained import IMAGENET_FILES
+
+    if request.imagenet and architecture not in IMAGENET_FILES:
+        allowed = ", ".join(a.value for a in IMAGENET_FILES)
+        raise PlanError(
+            ("imagenet",),
+            f"torchvision has no ImageNet weights for {architecture}; pre-train one of {allowed}, or "
+            "set imagenet to false",
+            True,
+        )
 
 
 def plan_baselines(request: ExperimentCreate) -> list[PlannedJob]:

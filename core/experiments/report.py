@@ -25,12 +25,14 @@ from sqlalchemy.orm import Session
 from core.artifacts import EXPERIMENT_ARTIFACTS, artifact_file
 from core.experiments.compare import (
     VAL_MEASURE,
+    base_variant,
     build_comparison,
     images_seen,
     images_tested,
     last_epochs,
     per_class,
 )
+from core.experiments.plan import IMAGENET_SUFFIX
 from core.experiments.schemas import Comparison, ComparisonRow, ExperimentCreate, SummaryRow
 from core.experiments.table import REPORT_STYLE, comparison_cells, count, mib, pct, points, seconds
 from core.models import Artifact, Evaluation, Experiment, Job, JobRole, JobStatus, utcnow
@@ -195,6 +197,7 @@ def build_report(session: Session, experiment: Experiment) -> list[Block]:
         _computational_efficiency,
         _hyperparameter_tuning,
         _transfer,
+        _sources,
         _best_strategy,
         _conclusion,
     )
@@ -502,7 +505,7 @@ def _repeated_transfer(f: _Facts) -> list[Block]:
             controls[(s.variant, s.optimizer, s.lr, s.batch_size)] = s
     items = []
     for g in groups:
-        control = controls.get((g.variant, g.optimizer, g.lr, g.batch_size))
+        control = controls.get((base_variant(g.variant), g.optimizer, g.lr, g.batch_size))
         text = (
             f"{g.variant}: {with_interval(g.test_accuracy_mean, g.test_accuracy_ci95, g.n)} from the "
             f"pre-trained weights"
@@ -661,6 +664,38 @@ def _transfer_gains(f: _Facts) -> list[Block]:
         )
         text += f", which holds for {', '.join(within)}." if within else "; every gain here is larger."
     out.append(Paragraph(text))
+    return out
+
+
+def _sources(f: _Facts) -> list[Block]:
+    """With imagenet: per strategy variant, the chosen run from the experiment's pre-train, from
+    ImageNet's weights and from random weights (the control they share), side by side."""
+    if not f.request.imagenet:
+        return []
+    out: list[Block] = [Heading(2, f"Pre-trained on {f.source}, ImageNet weights, or random weights")]
+    by_variant = {r.variant: r for r in f.chosen}
+    items = []
+    for variant, ours in by_variant.items():
+        if ours.source != "pretrained":
+            continue
+        imagenet = by_variant.get(variant + IMAGENET_SUFFIX)
+        control = f.by_id.get(ours.control_job_id) if ours.control_job_id else None
+        text = f"{variant}: {pct(ours.test_accuracy)} pre-trained on {f.source}"
+        text += (
+            f", {pct(imagenet.test_accuracy)} from ImageNet weights" if imagenet else ", ImageNet run missing"
+        )
+        if control is not None:
+            text += f", {pct(control.test_accuracy)} {control_name(variant)}"
+        items.append(text + ".")
+    if not items:
+        return [*out, Paragraph("No fine-tune has finished yet.")]
+    out.append(Bullets(items))
+    out.append(
+        Paragraph(
+            "Each row is the variant's chosen hyperparameters; the ImageNet runs use the same strategy, "
+            "grid and seeds as those from the pre-train, and are paired with the same controls."
+        )
+    )
     return out
 
 

@@ -143,6 +143,15 @@ class ExperimentCreate(_Strict):
         "architecture allows (1 .. blocks-1), with linear (every block frozen) and full (none) as its "
         "ends, all added to those asked for, each against its control. Drawn as transferability.png.",
     )
+    # A second source for the same architecture (issue #14): every fine-tune is also run from
+    # torchvision's ImageNet weights, paired with the same controls (core/experiments/compare.py).
+    imagenet: bool = Field(
+        False,
+        description="Also run every fine-tune (variant, grid point, seed) from torchvision's ImageNet "
+        "weights for the pre-train's architecture (resnet18, mobilenet_v3_small, vgg11_bn; the file must "
+        "be in <data root>/weights/ or TRANSFERLAB_DOWNLOAD on). They appear as variants '<variant>"
+        "@imagenet', beside the pre-trained source and the random-init controls.",
+    )
 
     _check_unique = field_validator("strategies", "frozen_blocks", "baselines")(_unique)
 
@@ -194,6 +203,11 @@ class ComparisonRow(BaseModel):
         description="Test accuracy minus that of its control (same strategy, blocks, hyperparameters)."
     )
     control_job_id: str | None = Field(description="Its control's job id (fine-tunes only).")
+    source: Literal["pretrained", "imagenet"] | None = Field(
+        None,
+        description="Where a fine-tune's weights came from: the experiment's pre-train, or torchvision's "
+        "ImageNet weights; null for controls and baselines.",
+    )
     chosen: bool = Field(
         description="The run that stands for its variant: the hyperparameters with the best (mean) "
         "selection measure, at the first seed."

@@ -14,6 +14,7 @@ from core.deletion import job_disk_bytes
 from core.jobs import CancelOutcome, cancel, create_and_send
 from core.models import Cost, EpochMetric, Evaluation, Job, JobStatus
 from core.settings import get_settings
+from core.sources import ResolvedSource, SourceProblem, resolve_source
 from engine.spec import PretrainSpec
 from service.deps import MAX_SKIP, EnqueueDep, SessionDep, SettingsDep
 from service.errors import Responses, get_or_404, not_found
@@ -69,20 +70,20 @@ def _get_job(session: SessionDep, job_id: str) -> Job:
     return get_or_404(session, Job, job_id, "job")
 
 
-def _check_source(session: SessionDep, job_in: FinetuneJobCreate) -> Job:
-    source = session.get(Job, job_in.source)
-    if source is None:
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND,
-            detail=f"source: job {job_in.source!r} not found; give the id of a succeeded job",
-        )
-    if source.status != JobStatus.succeeded or source.checkpoint is None:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            detail=f"source: job {source.id!r} is {source.status}"
-            + ("" if source.status != JobStatus.succeeded else " but has no checkpoint")
-            + "; fine-tuning needs a succeeded job with a checkpoint",
-        )
+def _check_source(session: SessionDep, job_in: FinetuneJobCreate, settings: SettingsDep) -> ResolvedSource:
+    """The fine-tune's source (core.sources), or its problem as a 404, 409 or 422 naming the field."""
+    try:
+        source = resolve_source(session, job_in, settings)
+    except SourceProblem as exc:
+        if exc.status == 422:
+            error = {
+                "type": "value_error",
+                "loc": ("body", "finetune", exc.field),
+                "msg": str(exc),
+                "input": exc.value,
+            }
+            raise RequestValidationError([error]) from None
+        raise HTTPException(exc.status, detail=str(exc)) from None
     _check_spec(job_in, source.architecture)
     return source
 
@@ -112,7 +113,7 @@ def _check_spec(job_in: PretrainJobCreate | FinetuneJobCreate, architecture: str
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
     responses={
-        404: {"model": ErrorPublic, "description": "finetune: the source job does not exist."},
+        404: {"model": ErrorPublic, "description": "finetune: the source job or checkpoint does not exist."},
         409: {"model": ErrorPublic, "description": "finetune: the source job has not succeeded."},
         429: {"model": ErrorPublic, "description": "TRANSFERLAB_MAX_ACTIVE_JOBS are queued or running."},
         503: {
@@ -130,14 +131,15 @@ def create_job(
 ) -> JobPublic:
     """Queue a pretrain or finetune run. Returns at once with the queued job; follow its `links`."""
     if isinstance(job_in, FinetuneJobCreate):
-        source = _check_source(session, job_in)
+        source = _check_source(session, job_in, settings)
         finetune = job_in.to_spec()
         job = Job(
             kind="finetune",
             dataset=finetune.dataset.value,
             architecture=source.architecture,
             strategy=finetune.strategy.value,
-            source_job_id=source.id,
+            source_job_id=source.job_id,
+            source_checkpoint_id=source.checkpoint_id,
             spec=finetune.model_dump(mode="json"),
         )
     else:

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, HTTPException, Response, UploadFile, status
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy import select
 
 from core.models import Checkpoint, Job
 from engine.errors import CheckpointError
@@ -37,17 +38,34 @@ log = logging.getLogger(__name__)
 TOP_K = 3
 
 
-def _exactly_one_error(checkpoint: str | None, job: str | None) -> RequestValidationError:
+def _exactly_one_error(checkpoint: str | None, job: str | None, model: str | None) -> RequestValidationError:
+    given = sum(v is not None for v in (checkpoint, job, model))
     msg = (
-        "give exactly one of the form fields checkpoint (a checkpoint id) or job (the id of a job "
-        f"with a checkpoint); got {'both' if checkpoint and job else 'neither'}"
+        "give exactly one of the form fields checkpoint (a checkpoint id), job (the id of a job "
+        f"with a checkpoint) or model (a checkpoint name); got {'none' if given == 0 else given}"
     )
     return RequestValidationError(
         [
             {"type": "value_error", "loc": ("body", field), "msg": msg, "input": value}
-            for field, value in (("checkpoint", checkpoint), ("job", job))
+            for field, value in (("checkpoint", checkpoint), ("job", job), ("model", model))
         ]
     )
+
+
+def _newest_named(session: SessionDep, name: str) -> Checkpoint:
+    """The newest checkpoint called `name` (PATCH /checkpoints/{id} names them); 404 when none is."""
+    row = session.scalar(
+        select(Checkpoint)
+        .where(Checkpoint.name == name)
+        .order_by(Checkpoint.created_at.desc(), Checkpoint.id.desc())
+        .limit(1)
+    )
+    if row is None:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            detail=f"model: no checkpoint is named {name!r}; name one with PATCH /checkpoints/{{id}}",
+        )
+    return row
 
 
 def _find_checkpoint(session: SessionDep, checkpoint_id: str | None, job_id: str | None) -> Checkpoint:
@@ -72,7 +90,7 @@ class CheckpointRef:
 
 
 VALIDATION_ERRORS = (
-    "Not exactly one of checkpoint and job; files x the checkpoint's input pixels over "
+    "Not exactly one of checkpoint, job and model; files x the checkpoint's input pixels over "
     "TRANSFERLAB_MAX_PREDICT_INPUT_PIXELS (loc `files`, checked before any file is opened); or a file "
     "that cannot be decoded (loc `files`, its position)."
 )
@@ -145,15 +163,24 @@ def predict(
         str | None,
         Form(description="Id of a job with a checkpoint. Give this or checkpoint.", examples=[None]),
     ] = None,
+    model: Annotated[
+        str | None,
+        Form(
+            max_length=100,
+            description="A checkpoint name: the newest checkpoint of that name answers. Instead of "
+            "checkpoint or job.",
+            examples=[None],
+        ),
+    ] = None,
 ) -> Response:
     """Classify images with a checkpoint's own preprocessing; loaded checkpoints stay cached.
 
     The `Server-Timing` header says where the time went: `prepare` (decoding and preprocessing),
     `model` (waiting for and running the shared forward pass) and `total`, in milliseconds."""
     timing = ServerTiming()
-    checkpoint, job = checkpoint or None, job or None
-    if (checkpoint is None) == (job is None):
-        raise _exactly_one_error(checkpoint, job)
+    checkpoint, job, model = checkpoint or None, job or None, model or None
+    if sum(v is not None for v in (checkpoint, job, model)) != 1:
+        raise _exactly_one_error(checkpoint, job, model)
     if len(files) > settings.max_files_per_request:
         raise HTTPException(
             status.HTTP_413_CONTENT_TOO_LARGE,
@@ -161,8 +188,12 @@ def predict(
             "per request (TRANSFERLAB_MAX_FILES_PER_REQUEST)",
         )
     key = ("checkpoint", checkpoint) if checkpoint else ("job", job)
-    row = _known_checkpoints.get(key)
-    if row is None:
+    # A name is looked up every time: the newest of that name changes when another is named so.
+    row = None if model else _known_checkpoints.get(key)
+    if model:
+        found = _newest_named(session, model)
+        row = CheckpointRef(found.id, found.path, found.sha256, int(found.input_spec["image_size"]))
+    elif row is None:
         found = _find_checkpoint(session, checkpoint, job)
         side = int(found.input_spec["image_size"])
         row = _known_checkpoints.put(key, CheckpointRef(found.id, found.path, found.sha256, side))

@@ -14,6 +14,9 @@ CHECKPOINT_KEYS = {
     "size_bytes",
     "disk_bytes",
     "created_at",
+    "name",  # names, tags and imports (issue #14)
+    "tags",
+    "origin",
 }
 
 

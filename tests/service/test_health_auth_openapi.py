@@ -192,7 +192,7 @@ def test_predict_body_documents_its_fields(openapi):
     body = openapi["paths"]["/predict"]["post"]["requestBody"]["content"]["multipart/form-data"]
     ref = body["schema"]["$ref"].rsplit("/", 1)[-1]
     properties = openapi["components"]["schemas"][ref]["properties"]
-    assert set(properties) == {"files", "checkpoint", "job"}
+    assert set(properties) == {"files", "checkpoint", "job", "model"}
     assert properties["checkpoint"]["examples"]
 
 

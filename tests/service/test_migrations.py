@@ -19,7 +19,7 @@ from service import deps
 from service.main import create_app
 
 TABLES = {"jobs", "epoch_metrics", "evaluations", "costs", "checkpoints", "experiments", "artifacts"}
-HEAD = "0004"
+HEAD = "0005"
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
@@ -119,3 +119,37 @@ def test_a_downgrade_to_a_named_revision_keeps_the_older_tables(tmp_path):
     migrate.upgrade(url)
     migrate.downgrade(url, "0003")
     assert migrate.current(url) == "0003"
+
+
+def test_0005_downgrades_keeping_trained_checkpoints_and_dropping_imported_ones(tmp_path):
+    from sqlalchemy import text
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    migrate.upgrade(url)
+    engine = create_engine(url, poolclass=pool.NullPool)
+    row = (
+        "INSERT INTO checkpoints (id, job_id, architecture, dataset, class_names, input_spec, path, sha256, "
+        "size_bytes, created_at, tags, origin, name) VALUES (:id, :job, 'simple_cnn', 'mnist', '[]', '{}', "
+        "'p', '0', 1, '2026-01-01', '[]', :origin, 'n')"
+    )
+    with engine.begin() as db:
+        db.execute(
+            text(
+                "INSERT INTO jobs (id, kind, status, spec, dataset, architecture, progress, current_epoch, "
+                "attempts, cancel_requested, created_at, send_count) VALUES ('j', 'pretrain', 'succeeded', "
+                "'{}', 'mnist', 'simple_cnn', 1, 1, 1, 0, '2026-01-01', 0)"
+            )
+        )
+        db.execute(text(row), {"id": "trained", "job": "j", "origin": "trained"})
+        db.execute(text(row), {"id": "imported", "job": None, "origin": "imported"})
+
+    migrate.downgrade(url, "0004")
+
+    assert migrate.current(url) == "0004"
+    with engine.connect() as db:
+        assert db.execute(text("SELECT id FROM checkpoints")).scalars().all() == ["trained"]
+    columns = {c["name"] for c in inspect(engine).get_columns("checkpoints")}
+    assert not {"name", "tags", "origin"} & columns
+    engine.dispose()
+    migrate.upgrade(url)
+    assert migrate.current(url) == HEAD

@@ -132,6 +132,8 @@ def test_a_body_over_the_limit_is_answered_as_documented(client, openapi):
 
 def test_every_route_that_reads_the_database_documents_503(openapi):
     for method, path, operation in operations(openapi):
+        if path == "/weights":  # lists files in the data root; no database
+            continue
         if operation.get("security"):  # every routed resource reads the database
             assert "application/json" in operation["responses"]["503"]["content"], (method, path)
 

@@ -228,8 +228,8 @@ def test_both_or_neither_of_checkpoint_and_job_is_422_naming_both(client, form):
 
     assert response.status_code == 422
     errors = response.json()["detail"]
-    assert [e["loc"] for e in errors] == [["body", "checkpoint"], ["body", "job"]]
-    assert all("checkpoint" in e["msg"] and "job" in e["msg"] for e in errors)
+    assert [e["loc"] for e in errors] == [["body", "checkpoint"], ["body", "job"], ["body", "model"]]
+    assert all("checkpoint" in e["msg"] and "job" in e["msg"] and "model" in e["msg"] for e in errors)
 
 
 def test_no_files_is_422_naming_files(client, checkpoint):
