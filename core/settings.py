@@ -109,6 +109,18 @@ class Settings(BaseSettings):
         description="A worker's lease lasts this long from each renewal (others read the lease, not this); "
         "a queued job unclaimed this long is sent again.",
     )
+    # Numerics by measurement (issue 15, engine/calibrate.py): each job's first run of a model and
+    # input size on a machine times a few training steps per candidate; the choice is cached in
+    # <home>/calibration.json.
+    calibration_budget_seconds: float = Field(
+        20.0,
+        ge=0,
+        le=600,
+        description="Most seconds a job spends timing numerics candidates (0: off, use the defaults).",
+    )
+    calibration_compile_on_cpu: bool = Field(
+        False, description="Also time torch.compile on a CPU worker (always timed on a GPU)."
+    )
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
@@ -136,6 +148,11 @@ class Settings(BaseSettings):
     def runs_dir(self) -> Path:
         """Per-job working folders (resume state), kept until the job ends."""
         return (self.home / "runs").resolve()
+
+    @property
+    def calibration_cache(self) -> Path:
+        """The numerics calibration's choices on this machine (engine/calibrate.py)."""
+        return (self.home / "calibration.json").resolve()
 
     @property
     def artifacts_dir(self) -> Path:

@@ -22,10 +22,11 @@ import logging
 import os
 import shutil
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -37,6 +38,7 @@ from sqlalchemy.orm import Session
 
 from core import persist
 from core.budgets import TimeLimit, estimate_job, time_limit
+from core.cost_record import write_cost_details
 from core.db import get_sessionmaker
 from core.experiments.orchestrate import notify_job_finished
 from core.jobs import ClaimOutcome, Lease, claim_job, finish, release
@@ -46,6 +48,7 @@ from core.recovery import forget_run_state
 from core.settings import Settings, get_settings
 from engine.errors import CheckpointError, JobCancelled
 from engine.results import RunResult
+from engine.run import CalibrationOptions
 from engine.run import run_job as run_engine
 from engine.spec import FinetuneSpec, JobSpec, PretrainSpec
 from worker.celery_app import celery_app
@@ -124,6 +127,7 @@ def execute_job(
     job_id: str, settings: Settings | None = None, *, shutdown: threading.Event | None = None
 ) -> RunOutcome:
     """Claim, run and finish one job in this process."""
+    started = time.perf_counter()  # the job's phase split counts from here (startup: up to the engine)
     settings = settings or get_settings()
     sessions = get_sessionmaker()
     me = worker_name()
@@ -151,7 +155,7 @@ def execute_job(
         heartbeat_seconds=settings.heartbeat_seconds,
         shutdown=shutdown or shutting_down,
     ) as keeper:
-        run = ClaimedRun(lease, settings, sessions, keeper)
+        run = ClaimedRun(lease, settings, sessions, keeper, started=started)
         try:
             outcome = run.execute()
         except Exception as exc:
@@ -180,6 +184,8 @@ class ClaimedRun:
     sessions: Callable[[], AbstractContextManager[Session]]
     keeper: LeaseKeeper
     limit: TimeLimit | None = None  # set by start_time_limit once the spec is read
+    started: float = field(default_factory=time.perf_counter)  # perf_counter() when the delivery began
+    engine_started: float | None = None  # perf_counter() when the engine's run began
 
     @property
     def checkpoint_id(self) -> str:
@@ -238,6 +244,7 @@ class ClaimedRun:
         self, spec: PretrainSpec | FinetuneSpec, source_dir: Path | None, source_sha256: str | None
     ) -> RunResult:
         """The engine's run, resuming from runs/<job_id>, writing its checkpoint to this attempt's folder."""
+        self.engine_started = time.perf_counter()
         return run_engine(
             spec,
             data_root=self.settings.data_root,
@@ -249,14 +256,32 @@ class ClaimedRun:
             device=self.settings.device,
             download=self.settings.download,
             resume_every_seconds=self.settings.resume_every_seconds,
+            calibration=CalibrationOptions(
+                cache_path=self.settings.calibration_cache,
+                budget_seconds=self.settings.calibration_budget_seconds,
+                compile_on_cpu=self.settings.calibration_compile_on_cpu,
+            ),
         )
+
+    def phase_seconds(self, engine: dict[str, float], plots_seconds: float, record_seconds: float) -> dict:
+        """The engine's phases with the worker's around them: startup (claim, spec, lease, up to the
+        engine), plots, record (the final write), other (what no phase names), total (the delivery)."""
+        now = time.perf_counter()
+        phases = {k: v for k, v in engine.items() if k != "engine_total"}
+        phases["startup"] = (self.engine_started or self.started) - self.started
+        phases["plots"], phases["record"] = plots_seconds, record_seconds
+        phases["total"] = now - self.started
+        phases["other"] = max(phases["total"] - sum(v for k, v in phases.items() if k != "total"), 0.0)
+        return {k: round(v, 4) for k, v in phases.items()}
 
     def finish_succeeded(self, result: RunResult) -> RunOutcome:
         """Plots drawn first (no lock held), then one transaction: the final status, the rows, the
         checkpoint folder renamed into place, the plots stored; all of it or nothing."""
         job_id = self.lease.job_id
         with self._session() as session:
+            drawing = time.perf_counter()
             plots = render_job_plots_safely(session, job_id, self.settings, result.evaluation, result.epochs)
+            recording = time.perf_counter()
             status = finish(
                 session,
                 self.lease,
@@ -291,6 +316,15 @@ class ClaimedRun:
                 save_job_plots(session, self.settings, job_id, plots)
             except OSError:  # a full disk loses the pictures, not the job
                 log.exception("job %s: could not store its plots", job_id)
+            phases = self.phase_seconds(
+                result.cost.phase_seconds, recording - drawing, time.perf_counter() - recording
+            )
+            try:
+                write_cost_details(
+                    self.settings, job_id, {"phase_seconds": phases, "numerics": result.cost.numerics}
+                )
+            except OSError:  # like the plots: the split is lost, not the job
+                log.exception("job %s: could not store its phase split", job_id)
             try:
                 session.commit()
             except Exception:
