@@ -12,8 +12,9 @@ and, in this process against the same database, the cost of one epoch's metrics 
 does it (heartbeat touch + two epoch rows upserted + commit), median of --writes.
 The same is measured with the embedded setting (SQLite + the SQLite broker) for comparison.
 
-`--job two-epoch` runs issue 15's point instead of the tiny job: resnet18 pre-trained 2 epochs on 2,000
-MNIST images at 32x32 (the smallest input of the grid: the least training to hide overhead behind),
+`--job two-epoch` runs issue 15's point instead of the tiny job: simple_cnn pre-trained 2 epochs on
+2,000 MNIST images at 32x32 (a small model at the grid's smallest input: the least training to hide
+overhead behind; resnet18 ran past its 600 s time limit on a 2-core machine shared by 5 builds),
 and prints the share of each job's wall time (started_at -> finished_at) outside its training and
 evaluation passes, (wall - train_seconds - eval_seconds) / wall (train_seconds holds the validation
 passes; target <= 15%), and the job's phase split from GET /jobs/{id}/metrics where the code records
@@ -52,7 +53,7 @@ TINY_JOB = {
 TWO_EPOCH_JOB = {
     "kind": "pretrain",
     "dataset": "mnist",
-    "model": "resnet18",
+    "model": "simple_cnn",
     "hyperparameters": {"epochs": 2, "batch_size": 64},
     "data": {"image_size": 32, "train_samples": 2000, "test_samples": 500},
 }
@@ -148,7 +149,7 @@ def measure_epoch_writes(count: int) -> float:
 def run_setting(name: str, env_extra: dict[str, str], args, data_root: Path) -> dict:
     home = Path(tempfile.mkdtemp(prefix=f"tl-bench-{name}-"))
     env = {**os.environ, "TRANSFERLAB_HOME": str(home), "TRANSFERLAB_DATA_DIR": str(data_root),
-           "TRANSFERLAB_DEVICE": "cpu", **env_extra}  # fmt: skip
+           "TRANSFERLAB_DEVICE": "cpu", "TRANSFERLAB_JOB_TIME_LIMIT_FACTOR": "50", **env_extra}  # fmt: skip
     for key, value in env.items():
         if key.startswith("TRANSFERLAB_"):
             os.environ[key] = value
