@@ -23,6 +23,10 @@ The rules, each named below:
   precision, then threads, then compile), so the trials grow with the stages, not their product.
 - Bounded: no trial starts once budget_seconds have passed (the baseline always runs); what was not
   tried is not chosen.
+- Timings taken while the machine is oversubscribed (more runnable threads than cores: another job,
+  another build) hold for that moment only: fewer threads win by avoiding the contention, and would
+  halve a quiet machine's speed if cached. Such a measurement serves its own job and is not cached
+  (engine/job_numerics.py passes store=False).
 - Tiny jobs skip it: when the trials would take more than MAX_CALIBRATION_SHARE (a quarter) of the
   job's own training steps, the job runs the baseline. The largest gain measured (bf16 on a CPU with
   AMX: 1.62x, 38% of training saved) could not repay trials longer than that on the job itself. A
@@ -160,8 +164,11 @@ def calibrate(
     cache: CalibrationCache | None = None,
     key: Mapping[str, Any] | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    store: bool = True,
 ) -> Calibration:
-    """The cheapest candidate for a job of `job_steps` training steps (see the module's rules)."""
+    """The cheapest candidate for a job of `job_steps` training steps (see the module's rules).
+    store=False reads the cache but keeps a new measurement out of it (a machine too busy for its
+    timings to hold later)."""
     started = clock()
     if cache is not None and key is not None:
         cached = cache.get(key)
@@ -200,7 +207,7 @@ def calibrate(
                 best, best_cost = candidate, cost
     result.chosen = best
     result.seconds = clock() - started
-    if cache is not None and key is not None:
+    if cache is not None and key is not None and store:
         cache.put(key, result)
     return result
 

@@ -14,6 +14,7 @@ What is searched where:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,6 +108,7 @@ def choose_numerics(
             )
         return trial[0](candidate)
 
+    busy = device.type == "cpu" and machine_is_oversubscribed()
     forked = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=forked):  # the job's own draws are the same with or without it
         calibration = calibrate(
@@ -117,5 +119,18 @@ def choose_numerics(
             budget_seconds=options.budget_seconds,
             cache=cache,
             key=key,
+            store=not busy,
         )
+    if busy and calibration.how == "measured":
+        calibration.how = "measured, not cached: the CPU was oversubscribed (load average above its cores)"
     return numerics_of(device, calibration.chosen), calibration
+
+
+def machine_is_oversubscribed() -> bool:
+    """More runnable threads than usable cores over the last minute (this process's own included)."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return False
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return load > cores

@@ -230,7 +230,6 @@ def run_job(
             with clock.phase("checkpoint"):
                 checkpoint = _write_checkpoint(job, evaluation, Path(checkpoint_dir))
         peak = memory.read()
-    clock.add("engine_total", time.perf_counter() - started)
     cost = Cost(
         train_seconds=state.train_watch.seconds,
         eval_seconds=eval_seconds,
@@ -239,12 +238,14 @@ def run_job(
         parameter_updates=state.parameter_updates,
         peak_memory_bytes=peak,
         memory_device=memory.where,
-        phase_seconds=dict(clock.seconds),
+        phase_seconds=clock.seconds,  # the same dict: release and engine_total are added below
         numerics=job.numerics_record,
     )
     precision = job.numerics.precision
     del job, last_inputs, built  # the data, cached features and model, before the memory goes back
-    release_memory(dev)
+    with clock.phase("release"):
+        release_memory(dev)
+    clock.add("engine_total", time.perf_counter() - started)
     return RunResult(state.epochs, evaluation, cost, checkpoint, device=str(dev), precision=precision)
 
 

@@ -155,8 +155,8 @@ class CostPublic(BaseModel):
         None,
         description="Wall seconds of the final attempt per phase: startup (claim to engine), model, data, "
         "calibration, features (frozen features computed once), train, validate, resume (resume-state "
-        "writes), evaluate, checkpoint, plots, record (the final write), other (the rest), total; null for "
-        "jobs recorded before it existed.",
+        "writes), evaluate, checkpoint, release (memory given back), plots, record (the final write), "
+        "other (the rest), total; null for jobs recorded before it existed.",
     )
     numerics: dict[str, Any] | None = Field(
         None,

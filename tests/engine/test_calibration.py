@@ -185,9 +185,18 @@ def test_a_job_calibrates_once_and_the_next_reuses_the_cached_choice(tiny_data_r
     from engine.job_numerics import CalibrationOptions
 
     monkeypatch.setattr("engine.calibrate.MAX_CALIBRATION_SHARE", 1e6)  # the tiny job calibrates
+    monkeypatch.setattr("engine.job_numerics.machine_is_oversubscribed", lambda: False)
     options = CalibrationOptions(cache_path=tmp_path / "calibration.json", budget_seconds=60)
     first = _run(tiny_data_root, tmp_path, "first", options)
     assert first.cost.numerics["how"] == "measured" and first.cost.numerics["trials"]
     second = _run(tiny_data_root, tmp_path, "second", options)
     assert second.cost.numerics["how"] == "cached"
     assert second.cost.numerics["chosen"] == first.cost.numerics["chosen"]
+
+
+def test_a_measurement_kept_out_of_the_cache_is_timed_again(tmp_path):
+    cache, key = CalibrationCache(tmp_path / "calibration.json"), {"cpu": "busy"}
+    choose(FakeTrials({NCHW.name: 0.5}), cache=cache, key=key, store=False)
+    again = FakeTrials({})
+    choose(again, cache=cache, key=key)
+    assert again.timed
