@@ -24,9 +24,9 @@ The rules, each named below:
 - Bounded: no trial starts once budget_seconds have passed (the baseline always runs); what was not
   tried is not chosen.
 - Timings taken while the machine is oversubscribed (more runnable threads than cores: another job,
-  another build) hold for that moment only: fewer threads win by avoiding the contention, and would
-  halve a quiet machine's speed if cached. Such a measurement serves its own job and is not cached
-  (engine/job_numerics.py passes store=False).
+  another build) hold while it stays so: fewer threads win by avoiding the contention, and would
+  halve a quiet machine's speed. Such a choice is cached marked busy (engine/job_numerics.py passes
+  busy=True): reused while the machine is busy, measured again once it is quiet.
 - Tiny jobs skip it: when the trials would take more than MAX_CALIBRATION_SHARE (a quarter) of the
   job's own training steps, the job runs the baseline. The largest gain measured (bf16 on a CPU with
   AMX: 1.62x, 38% of training saved) could not repay trials longer than that on the job itself. A
@@ -129,16 +129,19 @@ class CalibrationCache:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def get(self, key: Mapping[str, Any]) -> Candidate | None:
+    def get(self, key: Mapping[str, Any], busy: bool = False) -> Candidate | None:
+        """The cached choice; one measured on a busy machine only while this one is busy too."""
         entry = self._read().get(self.key_text(key))
         try:
-            return Candidate.from_dict(entry["chosen"]) if isinstance(entry, dict) else None
+            if not isinstance(entry, dict) or (entry.get("busy", False) and not busy):
+                return None
+            return Candidate.from_dict(entry["chosen"])
         except (KeyError, TypeError, ValueError):
             return None
 
-    def put(self, key: Mapping[str, Any], calibration: Calibration) -> None:
+    def put(self, key: Mapping[str, Any], calibration: Calibration, busy: bool = False) -> None:
         data = self._read()
-        data[self.key_text(key)] = calibration.to_dict()
+        data[self.key_text(key)] = {**calibration.to_dict(), "busy": busy}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(data, indent=1, sort_keys=True)
         write_atomically(self.path, lambda tmp: tmp.write_text(text))
@@ -164,14 +167,13 @@ def calibrate(
     cache: CalibrationCache | None = None,
     key: Mapping[str, Any] | None = None,
     clock: Callable[[], float] = time.perf_counter,
-    store: bool = True,
+    busy: bool = False,
 ) -> Calibration:
     """The cheapest candidate for a job of `job_steps` training steps (see the module's rules).
-    store=False reads the cache but keeps a new measurement out of it (a machine too busy for its
-    timings to hold later)."""
+    busy: the machine is oversubscribed now (a measurement is cached as such; see the rules)."""
     started = clock()
     if cache is not None and key is not None:
-        cached = cache.get(key)
+        cached = cache.get(key, busy)
         if cached is not None:
             return Calibration(cached, "cached", clock() - started)
     if not stages:
@@ -207,8 +209,8 @@ def calibrate(
                 best, best_cost = candidate, cost
     result.chosen = best
     result.seconds = clock() - started
-    if cache is not None and key is not None and store:
-        cache.put(key, result)
+    if cache is not None and key is not None:
+        cache.put(key, result, busy)
     return result
 
 

@@ -119,10 +119,10 @@ def choose_numerics(
             budget_seconds=options.budget_seconds,
             cache=cache,
             key=key,
-            store=not busy,
+            busy=busy,
         )
-    if busy and calibration.how == "measured":
-        calibration.how = "measured, not cached: the CPU was oversubscribed (load average above its cores)"
+    if busy and calibration.how in ("measured", "cached"):
+        calibration.how += " while the CPU was oversubscribed (load average above its cores)"
     return numerics_of(device, calibration.chosen), calibration
 
 

@@ -194,9 +194,11 @@ def test_a_job_calibrates_once_and_the_next_reuses_the_cached_choice(tiny_data_r
     assert second.cost.numerics["chosen"] == first.cost.numerics["chosen"]
 
 
-def test_a_measurement_kept_out_of_the_cache_is_timed_again(tmp_path):
-    cache, key = CalibrationCache(tmp_path / "calibration.json"), {"cpu": "busy"}
-    choose(FakeTrials({NCHW.name: 0.5}), cache=cache, key=key, store=False)
-    again = FakeTrials({})
-    choose(again, cache=cache, key=key)
-    assert again.timed
+def test_a_choice_measured_on_a_busy_machine_is_reused_while_busy_and_measured_again_when_quiet(tmp_path):
+    cache, key = CalibrationCache(tmp_path / "calibration.json"), {"cpu": "shared"}
+    choose(FakeTrials({HALF_THREADS.name: 0.5}), cache=cache, key=key, busy=True)
+    still_busy = FakeTrials({})
+    assert choose(still_busy, cache=cache, key=key, busy=True).how == "cached" and not still_busy.timed
+    quiet = FakeTrials({})
+    assert choose(quiet, cache=cache, key=key).chosen == FP32 and quiet.timed
+    assert choose(FakeTrials({}), cache=cache, key=key, busy=True).how == "cached"  # a quiet choice holds
