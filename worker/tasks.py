@@ -100,6 +100,12 @@ def _on_worker_shutting_down(**_: object) -> None:
 
 @signals.worker_ready.connect
 def _on_worker_ready(**_: object) -> None:
+    # torch and the rest of the imports are hundreds of thousands of objects that live as long as the
+    # process: frozen out of the collector's reach (before any pool forks), the full collection that
+    # ends every job (engine.run.release_memory) no longer walks them: 0.44-0.67 s a job -> see
+    # docs/performance.md (issue 15), as service/main.py does for the API.
+    gc.collect()
+    gc.freeze()
     start_reaper(get_settings(), get_sessionmaker(), enqueue_run_job)
 
 
