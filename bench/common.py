@@ -193,11 +193,14 @@ def engine_spec_fields(
 
 
 def measure_engine(spec, task: str, *, data_root: str, device: str, source: str | None = None,
-                   compile: bool = False, cudnn_benchmark: bool = False) -> dict:  # fmt: skip
-    """One engine job (engine.run.run_job) in a throw-away folder, measured as `measurement_of` says."""
+                   compile: bool = False, cudnn_benchmark: bool = False,
+                   calibration_cache: str | None = None) -> dict:  # fmt: skip
+    """One engine job (engine.run.run_job) in a throw-away folder, measured as `measurement_of` says.
+    The numerics are the engine's defaults (its calibration; on CUDA it turns cudnn.benchmark on
+    itself), with calibration_cache as the calibration's JSON file when given."""
     import torch
 
-    from engine.run import run_job
+    from engine.run import CalibrationOptions, run_job
 
     if compile:
         enable_compile()
@@ -211,6 +214,7 @@ def measure_engine(spec, task: str, *, data_root: str, device: str, source: str 
             checkpoint_dir=Path(tmp) / "ckpt",
             source_checkpoint=Path(source) if source else None,
             device=device,
+            calibration=CalibrationOptions(cache_path=Path(calibration_cache) if calibration_cache else None),
         )
         wall = time.perf_counter() - started
     return measurement_of("ours", task, result, spec.hyperparameters.epochs, wall)

@@ -61,14 +61,16 @@ def ours_run(
     compile: bool = False,
     cudnn_benchmark: bool = False,
     precision: str = "auto",
+    calibration_cache: str | None = None,
     **sizes,
 ) -> dict:
-    """One engine fine-tune job, measured (`sizes`: epochs, batch_size, lr, seed, image_size, ...)."""
+    """One engine fine-tune job, measured (`sizes`: epochs, batch_size, lr, seed, image_size, ...).
+    calibration_cache: the numerics calibration's JSON file (None: calibrate, cache nothing)."""
     from engine.spec import FinetuneSpec
 
     fields = engine_spec_fields(precision=precision, **sizes)
     spec = FinetuneSpec(dataset="mnist", strategy=strategy, **fields)
-    options = {"compile": compile, "cudnn_benchmark": cudnn_benchmark}
+    options = {"compile": compile, "cudnn_benchmark": cudnn_benchmark, "calibration_cache": calibration_cache}
     return measure_engine(spec, strategy, data_root=data_root, device=device, source=source, **options)
 
 

@@ -131,6 +131,19 @@ class Settings(BaseSettings):
         description="Each job's own log (GET /jobs/{id}/logs) keeps at most its last this many bytes.",
     )
 
+    # Numerics by measurement (issue 15, engine/calibrate.py): each job's first run of a model and
+    # input size on a machine times a few training steps per candidate; the choice is cached in
+    # <home>/calibration.json.
+    calibration_budget_seconds: float = Field(
+        20.0,
+        ge=0,
+        le=600,
+        description="Most seconds a job spends timing numerics candidates (0: off, use the defaults).",
+    )
+    calibration_compile_on_cpu: bool = Field(
+        False, description="Also time torch.compile on a CPU worker (always timed on a GPU)."
+    )
+
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
         if self.environment == "production" and not self.api_token:
@@ -157,6 +170,11 @@ class Settings(BaseSettings):
     def runs_dir(self) -> Path:
         """Per-job working folders (resume state), kept until the job ends."""
         return (self.home / "runs").resolve()
+
+    @property
+    def calibration_cache(self) -> Path:
+        """The numerics calibration's choices on this machine (engine/calibrate.py)."""
+        return (self.home / "calibration.json").resolve()
 
     @property
     def artifacts_dir(self) -> Path:

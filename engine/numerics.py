@@ -1,13 +1,16 @@
-"""How a job computes: autocast dtype and memory format, chosen once per run from device and spec.
+"""How a job computes: autocast dtype, memory format, CPU threads and compilation, fixed once per run.
 
     numerics = resolve_numerics(torch.device("cuda:0"), Precision.auto)   # bf16 on an H200
     with numerics.autocast():
         logits = model(numerics.inputs(x))
 
-Channels-last is used on every device: convolutions run faster in NHWC with oneDNN on the CPU
-(training step on 2 Zen 4 cores, fp32: resnet18 +6%, simple_cnn +43%, mobilenet_v3_small +49%) and
-with cuDNN's tensor cores on a GPU. Weights and optimiser state stay fp32; only the forward pass is
-autocast, so bf16 needs no loss scaling (unlike fp16).
+resolve_numerics gives the defaults without measuring: channels-last on every device (convolutions
+run faster in NHWC with oneDNN on the CPU: training step on 2 Zen 4 cores, fp32: resnet18 +6%,
+simple_cnn +43%, mobilenet_v3_small +49%; and with cuDNN's tensor cores on a GPU), bf16 on a GPU with
+native bf16, else fp32. engine/run.py then lets a short calibration (engine/calibrate.py) replace
+them with what measures faster on this machine for this job's model and input size.
+Weights and optimiser state stay fp32; only the forward pass is autocast, so bf16 needs no loss
+scaling (unlike fp16).
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from engine.spec import Precision
 class Numerics:
     device: torch.device
     autocast_dtype: torch.dtype | None  # None = plain fp32
+    channels_last: bool = True  # memory format of weights and image batches
+    threads: int | None = None  # CPU intra-op threads for the run; None leaves torch's
+    compile: bool = False  # torch.compile the part of the model that trains
 
     @property
     def precision(self) -> str:
@@ -36,10 +42,18 @@ class Numerics:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    @staticmethod
-    def inputs(x: torch.Tensor) -> torch.Tensor:
-        """Image batches in channels-last, like the model's weights; other tensors as they are."""
-        return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Image batches in the model's memory format; other tensors as they are."""
+        return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
+
+
+def channels_last_inputs(x: torch.Tensor) -> torch.Tensor:
+    """Image batches in channels-last (prediction's default layout); other tensors as they are."""
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
 def cuda_computes_bf16(device: torch.device) -> bool:

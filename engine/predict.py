@@ -19,7 +19,7 @@ from engine.checkpoint import load_checkpoint
 from engine.device import resolve_device
 from engine.errors import CheckpointError
 from engine.models import TransferNet, build_model, probe_model
-from engine.numerics import Numerics
+from engine.numerics import channels_last_inputs
 from engine.preprocess import InputSpec, prepare_batch
 
 
@@ -94,7 +94,7 @@ class Predictor:
         """(N, classes) softmax probabilities on the CPU for prepared inputs."""
         if batch.shape[0] == 0:
             return torch.empty(0, len(self.class_names))
-        return torch.softmax(self.model(Numerics.inputs(batch)).float(), dim=1).cpu()
+        return torch.softmax(self.model(channels_last_inputs(batch)).float(), dim=1).cpu()
 
     def probabilities(self, images: Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
         return self.forward(self.prepare(images))

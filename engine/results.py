@@ -67,6 +67,10 @@ class Cost:
     parameter_updates: int  # trainable parameters x optimiser steps
     peak_memory_bytes: int
     memory_device: str  # "cuda:0" (allocator peak) or "cpu" (peak resident set size, sampled)
+    # Wall seconds of this attempt per phase (engine.run: model, data, calibration, features, train,
+    # validate, resume, evaluate, checkpoint, engine_total; the worker adds its own around them).
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    numerics: dict[str, Any] = field(default_factory=dict)  # engine.calibrate.Calibration.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -24,8 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from engine.calibration_trial import intra_op_threads
 from engine.checkpoint import load_checkpoint, save_checkpoint
-from engine.cost import PeakMemory, Stopwatch
+from engine.cost import PeakMemory, PhaseClock, Stopwatch
 from engine.datasets import DATASETS, DatasetInfo
 from engine.device import resolve_device
 from engine.early_stopping import EarlyStopping
@@ -38,6 +39,7 @@ from engine.job_data import (
     load_job_data,
     phase_sources,
 )
+from engine.job_numerics import CalibrationOptions, choose_numerics
 from engine.loop import Forward, Source, infer_logits, steps_per_epoch, stop_if_asked, train_epoch
 from engine.models import (
     TransferNet,
@@ -47,7 +49,7 @@ from engine.models import (
     probe_model,
     replace_classifier,
 )
-from engine.numerics import Numerics, resolve_numerics
+from engine.numerics import Numerics
 from engine.optim import make_optimizer, make_scheduler
 from engine.preprocess import InputSpec
 from engine.pretrained import WEIGHTS_FOLDER, build_imagenet_model
@@ -57,6 +59,7 @@ from engine.spec import Architecture, FinetuneSpec, Hyperparameters, PretrainSpe
 from engine.strategies import Phase, apply_freeze, param_groups, plan_phases, set_train_mode
 
 __all__ = [
+    "CalibrationOptions",
     "DEFAULT_FEATURE_CACHE_BYTES",
     "DEFAULT_RESUME_EVERY_SECONDS",
     "release_memory",
@@ -66,7 +69,8 @@ __all__ = [
 ]
 
 # Resume state (weights + optimiser: 134 MB for resnet18 with Adam, 0.1-0.8 s to write here) is saved
-# at the end of an epoch when this long has passed since the last save, and at the end of each phase.
+# at the end of an epoch when this long has passed since the last save, and at the end of each phase
+# but the last (see _run_epoch).
 # A short GPU epoch would otherwise spend more time saving than training; a dead worker loses at most
 # this much work.
 DEFAULT_RESUME_EVERY_SECONDS = 30.0
@@ -131,12 +135,11 @@ def _check_source_weights(spec: FinetuneSpec, architecture: str) -> None:
 
 @dataclass
 class _Model:
-    """The built model, its source checkpoint's meta, its phases, and the arithmetic it runs in."""
+    """The built model, its source checkpoint's meta and its phases."""
 
     model: TransferNet
     source_meta: dict[str, Any] | None
     phases: list[Phase]
-    numerics: Numerics
 
 
 @dataclass
@@ -159,6 +162,8 @@ class _Job:
     fingerprint: str
     resume_dir: Path
     resume_every_seconds: float
+    clock: PhaseClock  # wall seconds per phase of this attempt (Cost.phase_seconds)
+    numerics_record: dict[str, Any]  # how the numerics were chosen (Cost.numerics)
 
     @property
     def hp(self) -> Hyperparameters:
@@ -217,11 +222,18 @@ def run_job(
     download: bool = False,
     feature_cache_bytes: int | None = None,
     resume_every_seconds: float = DEFAULT_RESUME_EVERY_SECONDS,
+    calibration: CalibrationOptions | None = None,
 ) -> RunResult:
-    """Train the spec's phases and evaluate on the test split; JobCancelled when the hooks stop it."""
+    """Train the spec's phases and evaluate on the test split; JobCancelled when the hooks stop it.
+
+    `calibration` says where the numerics' calibration (engine/job_numerics.py) caches its choice and
+    how long it may take; None measures without a cache, within the default budget."""
+    started = time.perf_counter()
     dev = resolve_device(device)
     weights_dir = Path(data_root) / WEIGHTS_FOLDER
-    built = _build(spec, source_checkpoint, source_sha256, dev, weights_dir, download)
+    clock = PhaseClock(dev)
+    with clock.phase("model"):
+        built = _build(spec, source_checkpoint, source_sha256, dev, weights_dir, download)
     state = _fresh_state(spec.hyperparameters.seed, dev)
     if spec.hyperparameters.early_stopping_patience is not None:
         state.early = EarlyStopping(spec.hyperparameters.early_stopping_patience)
@@ -230,20 +242,26 @@ def run_job(
             spec,
             built,
             hooks or Hooks(),
+            clock,
             source_sha256=source_sha256,
             data_root=Path(data_root),
             download=download,
             cache_bytes=feature_cache_bytes,
             resume_dir=Path(workdir) / "resume",
             resume_every_seconds=resume_every_seconds,
+            calibration=calibration or CalibrationOptions(),
         )
-        _restore(job, state)
-        job.hooks.on_start(
-            RunInfo(str(dev), job.total_epochs, state.resumed_from_epoch, job.steps, job.numerics.precision)
-        )
-        last_inputs = _train(job, state)
-        evaluation, eval_seconds = _evaluate(job, last_inputs)
-        checkpoint = _write_checkpoint(job, evaluation, Path(checkpoint_dir))
+        with intra_op_threads(job.numerics.threads):
+            _restore(job, state)
+            job.hooks.on_start(
+                RunInfo(
+                    str(dev), job.total_epochs, state.resumed_from_epoch, job.steps, job.numerics.precision
+                )
+            )
+            last_inputs = _train(job, state)
+            evaluation, eval_seconds = _evaluate(job, last_inputs)
+            with clock.phase("checkpoint"):
+                checkpoint = _write_checkpoint(job, evaluation, Path(checkpoint_dir))
         peak = memory.read()
     cost = Cost(
         train_seconds=state.train_watch.seconds,
@@ -253,10 +271,14 @@ def run_job(
         parameter_updates=state.parameter_updates,
         peak_memory_bytes=peak,
         memory_device=memory.where,
+        phase_seconds=clock.seconds,  # the same dict: release and engine_total are added below
+        numerics=job.numerics_record,
     )
-    precision = built.numerics.precision
+    precision = job.numerics.precision
     del job, last_inputs, built  # the data, cached features and model, before the memory goes back
-    release_memory(dev)
+    with clock.phase("release"):
+        release_memory(dev)
+    clock.add("engine_total", time.perf_counter() - started)
     return RunResult(state.epochs, evaluation, cost, checkpoint, device=str(dev), precision=precision)
 
 
@@ -268,7 +290,8 @@ def _build(
     weights_dir: Path,
     download: bool,
 ) -> _Model:
-    """Seed, build (or load) the model, plan its phases, and place it on the device channels-last."""
+    """Seed, build (or load) the model, plan its phases, and place it on the device (channels-last
+    until the numerics say otherwise)."""
     hp = spec.hyperparameters
     torch.manual_seed(hp.seed)  # model init, new head, dropout
     num_classes = DATASETS[spec.dataset.value].num_classes
@@ -278,9 +301,8 @@ def _build(
     else:
         model, source_meta = _build_model(spec, source, source_sha256, num_classes)
     phases = plan_phases(spec, Architecture(model.architecture).value)
-    numerics = resolve_numerics(device, hp.precision)
     model.to(device).to(memory_format=torch.channels_last)  # inputs follow (engine/numerics.py)
-    return _Model(model, source_meta, phases, numerics)
+    return _Model(model, source_meta, phases)
 
 
 def _build_model(
@@ -334,6 +356,7 @@ def _prepare(
     spec: PretrainSpec | FinetuneSpec,
     built: _Model,
     hooks: Hooks,
+    clock: PhaseClock,
     *,
     source_sha256: str | None,
     data_root: Path,
@@ -341,17 +364,26 @@ def _prepare(
     cache_bytes: int | None,
     resume_dir: Path,
     resume_every_seconds: float,
+    calibration: CalibrationOptions,
 ) -> _Job:
-    """Load the job's data onto the device and fix what every later step reads."""
+    """Load the job's data onto the device, choose its numerics, and fix what every later step reads."""
     info = DATASETS[spec.dataset.value]
-    hp, numerics = spec.hyperparameters, built.numerics
-    data = load_job_data(spec, data_root, download, numerics.device)
+    hp, device = spec.hyperparameters, next(built.model.parameters()).device
+    input_spec = InputSpec.for_dataset(info, spec.data.image_size)
+    with clock.phase("data"):
+        data = load_job_data(spec, data_root, download, device)
+    with clock.phase("calibration"):
+        numerics, chosen = choose_numerics(
+            spec, built.model, built.phases, data, input_spec, device, calibration
+        )
+    if not numerics.channels_last:
+        built.model.to(memory_format=torch.contiguous_format)
     return _Job(
         spec=spec,
         hooks=hooks,
         numerics=numerics,
         info=info,
-        input_spec=InputSpec.for_dataset(info, spec.data.image_size),
+        input_spec=input_spec,
         augment=info.default_augment if spec.data.augment is None else spec.data.augment,
         model=built.model,
         source_meta=built.source_meta,
@@ -363,6 +395,8 @@ def _prepare(
         fingerprint=_spec_fingerprint(spec, source_sha256, numerics.precision),
         resume_dir=resume_dir,
         resume_every_seconds=resume_every_seconds,
+        clock=clock,
+        numerics_record={**chosen.to_dict(), "cudnn_benchmark": torch.backends.cudnn.benchmark},
     )
 
 
@@ -419,7 +453,7 @@ def _train(job: _Job, state: _RunState) -> _PhaseInputs | None:
 
 def _start_phase(job: _Job, state: _RunState, phase: Phase, first: int, last: int) -> _PhaseTraining:
     """A phase's inputs, optimiser and schedule; those of the resume state when it stopped inside it."""
-    with state.train_watch:
+    with state.train_watch, job.clock.phase("features"):
         inputs = _phase_inputs(job, phase)
     groups = param_groups(job.model, phase.frozen_blocks, job.hp.lr, phase.extractor_lr_factor)
     optimizer = make_optimizer(groups, job.hp)
@@ -443,7 +477,12 @@ def _phase_inputs(job: _Job, phase: Phase) -> _PhaseInputs:
         job.numerics,
         job.hooks.should_stop,
     )
-    return _PhaseInputs(sources, _suffix(job.model, phase.frozen_blocks))
+    forward = _suffix(job.model, phase.frozen_blocks)
+    if job.numerics.compile and phase.frozen_blocks < len(job.model.blocks):
+        # The calibration measured that compiling pays after its compile time; a head alone never
+        # gets here (it is not a calibrated step: its cost is the frozen features, computed once).
+        forward = torch.compile(forward)
+    return _PhaseInputs(sources, forward)
 
 
 def _suffix(model: TransferNet, frozen: int) -> Forward:
@@ -457,8 +496,10 @@ def _run_epoch(job: _Job, state: _RunState, training: _PhaseTraining, epoch: int
     """Train and validate one epoch, count its updates, save a resume state when due, report it."""
     set_train_mode(job.model, training.phase.frozen_blocks)
     with state.train_watch:
-        row = [_train_one_epoch(job, state, training, epoch)]
-        validation = _validate(job, training.inputs, epoch, lr=row[0].lr)
+        with job.clock.phase("train"):
+            row = [_train_one_epoch(job, state, training, epoch)]
+        with job.clock.phase("validate"):
+            validation = _validate(job, training.inputs, epoch, lr=row[0].lr)
         if validation is not None:
             row.append(validation)
     state.parameter_updates += count_parameters(job.model, trainable_only=True) * job.steps
@@ -467,7 +508,11 @@ def _run_epoch(job: _Job, state: _RunState, training: _PhaseTraining, epoch: int
     if state.early is not None and validation is not None and training.last_epoch == job.total_epochs:
         stopping = state.early.update(epoch, validation.accuracy, job.model)
     due = time.monotonic() - state.last_save >= job.resume_every_seconds
-    if epoch == training.last_epoch or stopping or due:
+    # The job's last epoch is saved only when due: what a save then protects is the evaluation and the
+    # checkpoint (seconds), while writing it costs 0.1-0.8 s for resnet18; a worker that dies now
+    # still loses no more than resume_every_seconds of training. Earlier phase ends are always saved.
+    final = epoch == job.total_epochs or stopping  # early stopping watches the last phase only
+    if due or (not final and (epoch == training.last_epoch or stopping)):
         _save_resume_state(job, state, training, epoch)
     job.hooks.on_epoch(row)
 
@@ -518,6 +563,11 @@ def _save_resume_state(job: _Job, state: _RunState, training: _PhaseTraining, ep
     """Save everything a rerun needs to continue after this epoch, unless the hooks say stop."""
     stop_if_asked(job.hooks.should_stop)  # a displaced worker must not overwrite its successor's state
     state.last_save = time.monotonic()
+    with job.clock.phase("resume"):
+        _write_resume_state(job, state, training, epoch)
+
+
+def _write_resume_state(job: _Job, state: _RunState, training: _PhaseTraining, epoch: int) -> None:
     scheduler = training.scheduler
     save_state(
         job.resume_dir,
@@ -543,9 +593,10 @@ def _evaluate(job: _Job, last_inputs: _PhaseInputs | None) -> tuple[Evaluation, 
     last_phase = job.phases[-1]
     if last_inputs is None:  # every epoch had finished before a resume: rebuild the last phase's path
         apply_freeze(job.model, last_phase.frozen_blocks)
-        last_inputs = _phase_inputs(job, last_phase)
+        with job.clock.phase("features"):
+            last_inputs = _phase_inputs(job, last_phase)
     job.model.eval()
-    with Stopwatch(job.device) as watch:
+    with Stopwatch(job.device) as watch, job.clock.phase("evaluate"):
         logits = infer_logits(
             last_inputs.sources[2],
             last_inputs.forward,

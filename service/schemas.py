@@ -158,6 +158,19 @@ class CostPublic(BaseModel):
     memory_device: str = Field(
         description="Where the peak was measured: cuda:N (allocator peak) or cpu (peak RSS)."
     )
+    phase_seconds: dict[str, float] | None = Field(
+        None,
+        description="Wall seconds of the final attempt per phase: startup (claim to engine), model, data, "
+        "calibration, features (frozen features computed once), train, validate, resume (resume-state "
+        "writes), evaluate, checkpoint, release (memory given back), plots, record (the final write), "
+        "other (the rest), total; null for jobs recorded before it existed.",
+    )
+    numerics: dict[str, Any] | None = Field(
+        None,
+        description="How the numerics were chosen: the chosen candidate (precision, channels_last, threads, "
+        "compile), how (measured, cached, or why the defaults ran), the calibration's seconds and its "
+        "trials (seconds per step, loss).",
+    )
 
 
 class MetricsPublic(BaseModel):

@@ -22,10 +22,11 @@ import logging
 import os
 import shutil
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -37,6 +38,7 @@ from sqlalchemy.orm import Session
 
 from core import persist
 from core.budgets import TimeLimit, estimate_job, time_limit
+from core.cost_record import write_cost_details
 from core.db import get_sessionmaker
 from core.experiments.orchestrate import notify_job_finished
 from core.job_logs import capture_job_log
@@ -48,6 +50,7 @@ from core.recovery import forget_run_state
 from core.settings import Settings, get_settings
 from engine.errors import CheckpointError, EngineError, JobCancelled
 from engine.results import RunResult
+from engine.run import CalibrationOptions
 from engine.run import run_job as run_engine
 from engine.spec import FinetuneSpec, JobSpec, PretrainSpec
 from worker.celery_app import celery_app
@@ -99,6 +102,12 @@ def _on_worker_shutting_down(**_: object) -> None:
 
 @signals.worker_ready.connect
 def _on_worker_ready(**_: object) -> None:
+    # torch and the rest of the imports are hundreds of thousands of objects that live as long as the
+    # process: frozen out of the collector's reach (before any pool forks), the full collection that
+    # ends every job (engine.run.release_memory) no longer walks them: 0.44-0.67 s a job -> see
+    # docs/performance.md (issue 15), as service/main.py does for the API.
+    gc.collect()
+    gc.freeze()
     start_reaper(get_settings(), get_sessionmaker(), enqueue_run_job)
 
 
@@ -127,12 +136,15 @@ def execute_job(
 ) -> RunOutcome:
     """Claim, run and finish one job in this process. Every line logged meanwhile carries the job's
     id, and those of a claimed job are kept in its own log (GET /jobs/{id}/logs)."""
+    started = time.perf_counter()  # the job's phase split counts from here (startup: up to the engine)
     settings = settings or get_settings()
     with job_context(job_id):
-        return _execute_job(job_id, settings, shutdown)
+        return _execute_job(job_id, settings, shutdown, started)
 
 
-def _execute_job(job_id: str, settings: Settings, shutdown: threading.Event | None) -> RunOutcome:
+def _execute_job(
+    job_id: str, settings: Settings, shutdown: threading.Event | None, started: float
+) -> RunOutcome:
     sessions = get_sessionmaker()
     me = worker_name()
     with sessions() as session:
@@ -151,7 +163,7 @@ def _execute_job(job_id: str, settings: Settings, shutdown: threading.Event | No
             notify_job_finished(job_id, enqueue_run_job)
         return _FROM_CLAIM[claim.outcome]
     with capture_job_log(settings, job_id):
-        outcome = _run_claimed(claim.lease, settings, sessions, shutdown)
+        outcome = _run_claimed(claim.lease, settings, sessions, shutdown, started)
     if outcome in TERMINAL_OUTCOMES:
         forget_run_state(settings, job_id)
         notify_job_finished(job_id, enqueue_run_job)  # an experiment's next step: fan out, finish, fail
@@ -163,6 +175,7 @@ def _run_claimed(
     settings: Settings,
     sessions: Callable[[], AbstractContextManager[Session]],
     shutdown: threading.Event | None,
+    started: float,
 ) -> RunOutcome:
     job_id = lease.job_id
     log.info("job %s claimed by %s (attempt %d)", job_id, lease.worker, lease.attempt)
@@ -173,7 +186,7 @@ def _run_claimed(
         heartbeat_seconds=settings.heartbeat_seconds,
         shutdown=shutdown or shutting_down,
     ) as keeper:
-        run = ClaimedRun(lease, settings, sessions, keeper)
+        run = ClaimedRun(lease, settings, sessions, keeper, started=started)
         try:
             outcome = run.execute()
         except Exception as exc:
@@ -199,6 +212,8 @@ class ClaimedRun:
     sessions: Callable[[], AbstractContextManager[Session]]
     keeper: LeaseKeeper
     limit: TimeLimit | None = None  # set by start_time_limit once the spec is read
+    started: float = field(default_factory=time.perf_counter)  # perf_counter() when the delivery began
+    engine_started: float | None = None  # perf_counter() when the engine's run began
 
     @property
     def checkpoint_id(self) -> str:
@@ -263,6 +278,7 @@ class ClaimedRun:
         self, spec: PretrainSpec | FinetuneSpec, source_dir: Path | None, source_sha256: str | None
     ) -> RunResult:
         """The engine's run, resuming from runs/<job_id>, writing its checkpoint to this attempt's folder."""
+        self.engine_started = time.perf_counter()
         return run_engine(
             spec,
             data_root=self.settings.data_root,
@@ -274,14 +290,32 @@ class ClaimedRun:
             device=self.settings.device,
             download=self.settings.download,
             resume_every_seconds=self.settings.resume_every_seconds,
+            calibration=CalibrationOptions(
+                cache_path=self.settings.calibration_cache,
+                budget_seconds=self.settings.calibration_budget_seconds,
+                compile_on_cpu=self.settings.calibration_compile_on_cpu,
+            ),
         )
+
+    def phase_seconds(self, engine: dict[str, float], plots_seconds: float, record_seconds: float) -> dict:
+        """The engine's phases with the worker's around them: startup (claim, spec, lease, up to the
+        engine), plots, record (the final write), other (what no phase names), total (the delivery)."""
+        now = time.perf_counter()
+        phases = {k: v for k, v in engine.items() if k != "engine_total"}
+        phases["startup"] = (self.engine_started or self.started) - self.started
+        phases["plots"], phases["record"] = plots_seconds, record_seconds
+        phases["total"] = now - self.started
+        phases["other"] = max(phases["total"] - sum(v for k, v in phases.items() if k != "total"), 0.0)
+        return {k: round(v, 4) for k, v in phases.items()}
 
     def finish_succeeded(self, result: RunResult) -> RunOutcome:
         """Plots drawn first (no lock held), then one transaction: the final status, the rows, the
         checkpoint folder renamed into place, the plots stored; all of it or nothing."""
         job_id = self.lease.job_id
         with self._session() as session:
+            drawing = time.perf_counter()
             plots = render_job_plots_safely(session, job_id, self.settings, result.evaluation, result.epochs)
+            recording = time.perf_counter()
             status = finish(
                 session,
                 self.lease,
@@ -316,6 +350,15 @@ class ClaimedRun:
                 save_job_plots(session, self.settings, job_id, plots)
             except OSError:  # a full disk loses the pictures, not the job
                 log.exception("job %s: could not store its plots", job_id)
+            phases = self.phase_seconds(
+                result.cost.phase_seconds, recording - drawing, time.perf_counter() - recording
+            )
+            try:
+                write_cost_details(
+                    self.settings, job_id, {"phase_seconds": phases, "numerics": result.cost.numerics}
+                )
+            except OSError:  # like the plots: the split is lost, not the job
+                log.exception("job %s: could not store its phase split", job_id)
             try:
                 session.commit()
             except Exception:

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from core import budgets
+from core.cost_record import read_cost_details
 from core.deletion import job_disk_bytes
 from core.jobs import CancelOutcome, cancel, create_and_send
 from core.models import Cost, EpochMetric, Evaluation, Job, JobStatus
@@ -254,6 +255,7 @@ def get_metrics(
     since_epoch: Annotated[
         int, Query(ge=0, le=1000, description="Only epochs after this one (polling: the last one you have).")
     ] = 0,
+    settings: SettingsDep = None,  # type: ignore[assignment]  # the dashboard calls it without: no phases
 ) -> MetricsPublic:
     """Loss and accuracy per epoch and phase (so far, while running), then evaluation and cost.
     Polling a running job: pass `since_epoch` (or follow GET /jobs/{id}/events instead)."""
@@ -265,6 +267,11 @@ def get_metrics(
     ).all()
     evaluation = session.get(Evaluation, job_id)
     cost = session.get(Cost, job_id)
-    return MetricsPublic.model_validate(
+    metrics = MetricsPublic.model_validate(
         {"epochs": epochs, "evaluation": evaluation, "cost": cost}, from_attributes=True
     )
+    if metrics.cost is not None and settings is not None:
+        details = read_cost_details(settings, job_id) or {}
+        metrics.cost.phase_seconds = details.get("phase_seconds")
+        metrics.cost.numerics = details.get("numerics")
+    return metrics

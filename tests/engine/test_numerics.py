@@ -74,7 +74,7 @@ def test_a_state_saved_in_one_arithmetic_is_not_resumed_in_the_other(
         finetune(tiny_data_root, tmp_path, source, name="job", hooks=cut, hyperparameters={"epochs": 3})
     assert len(cut.epochs) >= 1
     as_on_a_gpu = lambda device, precision: resolve_numerics(device, Precision.bf16)  # noqa: E731
-    monkeypatch.setattr("engine.run.resolve_numerics", as_on_a_gpu)
+    monkeypatch.setattr("engine.job_numerics.resolve_numerics", as_on_a_gpu)
     again = Recorder()
     finetune(tiny_data_root, tmp_path, source, name="job", hooks=again, hyperparameters={"epochs": 3})
     assert again.starts[0].resumed_from_epoch == 0 and again.starts[0].precision == "bf16"

@@ -84,7 +84,36 @@ def test_finished_job_has_evaluation_and_cost_in_the_documented_shape(client, ma
         "parameter_updates": 38_700,
         "peak_memory_bytes": 2**30,
         "memory_device": "cpu",
+        "phase_seconds": None,  # recorded before the phase split existed
+        "numerics": None,
     }
+
+
+def test_a_finished_job_shows_its_phase_split_and_numerics(client, make_job, session, settings):
+    from core.cost_record import write_cost_details
+
+    job = make_job(status="succeeded")
+    session.add(
+        Cost(
+            job_id=job.id,
+            train_seconds=10.0,
+            eval_seconds=1.0,
+            trainable_parameters=1,
+            total_parameters=1,
+            parameter_updates=1,
+            peak_memory_bytes=1,
+            memory_device="cpu",
+        )  # fmt: skip
+    )
+    session.commit()
+    phases = {"startup": 0.2, "data": 0.5, "train": 9.0, "validate": 1.0, "evaluate": 1.0, "total": 12.0}
+    numerics = {"chosen": {"precision": "fp32", "channels_last": True, "threads": None, "compile": False},
+                "how": "cached"}  # fmt: skip
+    write_cost_details(settings, job.id, {"phase_seconds": phases, "numerics": numerics})
+
+    cost = client.get(f"/jobs/{job.id}/metrics").json()["cost"]
+
+    assert cost["phase_seconds"] == phases and cost["numerics"] == numerics
 
 
 def test_queued_job_has_empty_metrics(client, make_job):

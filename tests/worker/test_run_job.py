@@ -85,6 +85,20 @@ def test_a_pretrain_job_runs_and_records_everything(pretrained, settings, sessio
     assert not (settings.runs_dir / pretrained).exists()  # resume state is dropped once done
 
 
+def test_a_job_records_its_phase_split_in_its_cost_record(pretrained, settings):
+    from core.cost_record import read_cost_details
+
+    details = read_cost_details(settings, pretrained)
+    assert details is not None
+    phases = details["phase_seconds"]
+    named = ("startup", "model", "data", "calibration", "train", "validate", "evaluate", "checkpoint")
+    for name in (*named, "plots", "record", "other", "total"):
+        assert phases[name] >= 0, name
+    parts = sum(v for k, v in phases.items() if k != "total")
+    assert parts == pytest.approx(phases["total"], rel=0.01, abs=0.01)
+    assert details["numerics"]["chosen"]["precision"] == "fp32"
+
+
 @pytest.mark.parametrize("strategy", ["linear", "lp_ft"])
 def test_a_finetune_job_starts_from_its_source_checkpoint(
     pretrained, sessions, make_job, job_reader, strategy

@@ -1,0 +1,238 @@
+"""Numerics chosen by measurement: a few timed training steps per candidate, on this device, for this
+architecture and input size, cached per machine.
+
+    calibration = calibrate(baseline, stages, run_trial, job_steps=58, budget_seconds=20, cache=cache,
+                            key=key)
+    calibration.chosen          # Candidate(precision="bf16", channels_last=True, threads=2, ...)
+
+A candidate is a way to compute the same training step: autocast dtype, memory format, CPU intra-op
+threads, torch.compile. `run_trial` trains a copy of the model from the same initial weights on the
+same batch for WARMUP_STEPS + TIMED_STEPS steps and returns the seconds per timed step and the mean
+loss over all steps (engine/calibration_trial.py; tests inject fake timings).
+
+The rules, each named below:
+- bf16 is chosen only where its trial loss agrees with the fp32 baseline's within
+  BF16_LOSS_RELATIVE_TOLERANCE (same initial weights, same batch, same steps): |l_bf16 - l_fp32| <=
+  2% of |l_fp32|. A bf16 whose loss disagrees is never chosen, however fast.
+- What a candidate costs the job is its one-off setup (compile time, measured as the warm-up step's
+  excess over a timed step) plus job_steps x its seconds per step; torch.compile is chosen only where
+  that total is lower, i.e. where it pays after its compile time.
+- A candidate replaces the one chosen so far only when it is at least NOISE_MARGIN (5%) cheaper: on
+  a busy machine a tie is noise, and the earlier candidate is the simpler one.
+- Stages search greedily: each stage's candidates vary the best so far in one respect (layout and
+  precision, then threads, then compile), so the trials grow with the stages, not their product.
+- Bounded: no trial starts once budget_seconds have passed (the baseline always runs); what was not
+  tried is not chosen.
+- Timings taken while the machine is oversubscribed (more runnable threads than cores: another job,
+  another build) hold while it stays so: fewer threads win by avoiding the contention, and would
+  halve a quiet machine's speed. Such a choice is cached marked busy (engine/job_numerics.py passes
+  busy=True): reused while the machine is busy, measured again once it is quiet.
+- Tiny jobs skip it: when the trials would take more than MAX_CALIBRATION_SHARE (a quarter) of the
+  job's own training steps, the job runs the baseline. The largest gain measured (bf16 on a CPU with
+  AMX: 1.62x, 38% of training saved) could not repay trials longer than that on the job itself. A
+  cached choice costs nothing and is used whatever the job's size.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from engine.durable import write_atomically
+
+WARMUP_STEPS = 1  # not timed: first-call allocations, oneDNN/cuDNN kernel selection, compilation
+TIMED_STEPS = 2
+BF16_LOSS_RELATIVE_TOLERANCE = 0.02
+NOISE_MARGIN = 0.05
+MAX_CALIBRATION_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way to compute a training step."""
+
+    precision: Literal["fp32", "bf16"] = "fp32"
+    channels_last: bool = True
+    threads: int | None = None  # CPU intra-op threads; None leaves torch's default
+    compile: bool = False
+
+    @property
+    def name(self) -> str:
+        layout = "channels_last" if self.channels_last else "nchw"
+        threads = f"/threads={self.threads}" if self.threads is not None else ""
+        return f"{self.precision}/{layout}{threads}{'/compiled' if self.compile else ''}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Candidate:
+        return cls(
+            precision=d["precision"],
+            channels_last=bool(d["channels_last"]),
+            threads=d.get("threads"),
+            compile=bool(d.get("compile", False)),
+        )
+
+
+@dataclass(frozen=True)
+class Trial:
+    seconds_per_step: float  # median of the timed steps
+    loss: float  # mean training loss over every step of the trial
+    setup_seconds: float = 0.0  # paid once per job (compilation)
+
+    def job_seconds(self, job_steps: int) -> float:
+        """What this candidate would cost the job's training: setup plus every step."""
+        return self.setup_seconds + job_steps * self.seconds_per_step
+
+
+@dataclass
+class Calibration:
+    chosen: Candidate
+    how: str  # "measured", "cached", or why the baseline runs unmeasured
+    seconds: float = 0.0  # what the calibration cost this job
+    trials: dict[str, Trial] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)  # candidate name -> why it was not chosen
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "chosen": self.chosen.to_dict(),
+            "how": self.how,
+            "seconds": self.seconds,
+            "trials": {k: asdict(t) for k, t in self.trials.items()},
+            "refused": dict(self.refused),
+        }
+
+
+Stage = Callable[[Candidate], Sequence[Candidate]]  # variants of the best candidate so far
+TrialRunner = Callable[[Candidate], Trial]
+
+
+class CalibrationCache:
+    """Choices by key in one JSON file (the caller names it: the engine knows no state folder)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @staticmethod
+    def key_text(key: Mapping[str, Any]) -> str:
+        return json.dumps(dict(key), sort_keys=True)
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):  # none yet, or unreadable: calibrate again and rewrite it
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def get(self, key: Mapping[str, Any], busy: bool = False) -> Candidate | None:
+        """The cached choice; one measured on a busy machine only while this one is busy too."""
+        entry = self._read().get(self.key_text(key))
+        try:
+            if not isinstance(entry, dict) or (entry.get("busy", False) and not busy):
+                return None
+            return Candidate.from_dict(entry["chosen"])
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def put(self, key: Mapping[str, Any], calibration: Calibration, busy: bool = False) -> None:
+        data = self._read()
+        data[self.key_text(key)] = {**calibration.to_dict(), "busy": busy}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(data, indent=1, sort_keys=True)
+        write_atomically(self.path, lambda tmp: tmp.write_text(text))
+
+
+def trial_steps(stages: Sequence[Stage], baseline: Candidate) -> int:
+    """The most training steps the trials can take: every stage's variants of the baseline, plus it."""
+    count = 1 + sum(len(stage(baseline)) for stage in stages)
+    return count * (WARMUP_STEPS + TIMED_STEPS)
+
+
+def loss_agrees(loss: float, reference: float, tolerance: float = BF16_LOSS_RELATIVE_TOLERANCE) -> bool:
+    return loss == loss and abs(loss - reference) <= tolerance * max(abs(reference), 1e-8)
+
+
+def calibrate(
+    baseline: Candidate,
+    stages: Sequence[Stage],
+    run_trial: TrialRunner,
+    *,
+    job_steps: int,
+    budget_seconds: float,
+    cache: CalibrationCache | None = None,
+    key: Mapping[str, Any] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+    busy: bool = False,
+) -> Calibration:
+    """The cheapest candidate for a job of `job_steps` training steps (see the module's rules).
+    busy: the machine is oversubscribed now (a measurement is cached as such; see the rules)."""
+    started = clock()
+    if cache is not None and key is not None:
+        cached = cache.get(key, busy)
+        if cached is not None:
+            return Calibration(cached, "cached", clock() - started)
+    if not stages:
+        return Calibration(baseline, "nothing to choose between")
+    if budget_seconds <= 0:
+        return Calibration(baseline, "calibration off (budget 0 s)")
+    needed = trial_steps(stages, baseline)
+    if needed > MAX_CALIBRATION_SHARE * job_steps:
+        return Calibration(
+            baseline, f"job too small to repay calibration ({needed} trial steps, {job_steps} job steps)"
+        )
+    result = Calibration(baseline, "measured")
+    reference = run_trial(baseline)
+    result.trials[baseline.name] = reference
+    best, best_cost = baseline, reference.job_seconds(job_steps)
+    for stage in stages:
+        for candidate in stage(best):
+            if candidate.name in result.trials:
+                continue
+            if clock() - started >= budget_seconds:
+                result.refused[candidate.name] = f"not tried: the {budget_seconds:g} s budget was spent"
+                continue
+            trial = run_trial(candidate)
+            result.trials[candidate.name] = trial
+            if candidate.precision == "bf16" and baseline.precision == "fp32":
+                if not loss_agrees(trial.loss, reference.loss):
+                    result.refused[candidate.name] = (
+                        f"loss {trial.loss:.4g} disagrees with fp32's {reference.loss:.4g}"
+                    )
+                    continue
+            cost = trial.job_seconds(job_steps)
+            if cost <= best_cost * (1 - NOISE_MARGIN):
+                best, best_cost = candidate, cost
+    result.chosen = best
+    result.seconds = clock() - started
+    if cache is not None and key is not None:
+        cache.put(key, result, busy)
+    return result
+
+
+def cpu_stages(default_threads: int, precisions: Sequence[str], compile_candidate: bool) -> list[Stage]:
+    """Layout and precision, then half the threads (when there are 2 or more), then compile if asked."""
+
+    def layout_and_precision(best: Candidate) -> list[Candidate]:
+        out = [replace(best, channels_last=not best.channels_last)]
+        out += [replace(best, precision=p) for p in precisions if p != best.precision]  # type: ignore[arg-type]
+        return out
+
+    stages: list[Stage] = [layout_and_precision]
+    if default_threads >= 2:
+        stages.append(lambda best: [replace(best, threads=default_threads // 2)])
+    if compile_candidate:
+        stages.append(lambda best: [replace(best, compile=True)])
+    return stages
+
+
+def cuda_stages(compile_candidate: bool) -> list[Stage]:
+    """On a GPU the precision is not searched (bf16 where native, else fp32): layout, then compile."""
+    stages: list[Stage] = [lambda best: [replace(best, channels_last=not best.channels_last)]]
+    if compile_candidate:
+        stages.append(lambda best: [replace(best, compile=True)])
+    return stages
