@@ -39,18 +39,21 @@ from core.experiments.plan import PlannedJob, count_jobs
 from core.experiments.schemas import ExperimentCreate
 from core.models import Experiment, ExperimentStatus, Job, JobStatus
 from core.settings import Settings
-from engine.spec import Architecture, DatasetName, FinetuneSpec, PretrainSpec
+from engine.spec import Architecture, BuiltinDataset, FinetuneSpec, PretrainSpec
 
 log = logging.getLogger(__name__)
 
 # Images in each official split (train, test). The estimate counts these; a smaller copy on disk
 # only makes it an over-estimate.
-SPLIT_IMAGES: dict[DatasetName, tuple[int, int]] = {
-    DatasetName.stl10: (5_000, 8_000),
-    DatasetName.mnist: (60_000, 10_000),
-    DatasetName.fashion_mnist: (60_000, 10_000),
-    DatasetName.cifar10: (50_000, 10_000),
+SPLIT_IMAGES: dict[str, tuple[int, int]] = {
+    BuiltinDataset.stl10: (5_000, 8_000),
+    BuiltinDataset.mnist: (60_000, 10_000),
+    BuiltinDataset.fashion_mnist: (60_000, 10_000),
+    BuiltinDataset.cifar10: (50_000, 10_000),
 }
+# A folder data set's split sizes where the estimate is not told them (an experiment's fine-tunes):
+# engine.data.folders.FolderLimits' default cap on its images, so the estimate leans high.
+FOLDER_IMAGES_BOUND = 50_000
 
 
 @dataclass(frozen=True)
@@ -146,12 +149,18 @@ class JobEstimate:
         )
 
 
-def estimate_job(spec: PretrainSpec | FinetuneSpec, architecture: str) -> JobEstimate:
-    """The job's work and peak memory; `architecture` is the source model's for a fine-tune."""
+def estimate_job(
+    spec: PretrainSpec | FinetuneSpec, architecture: str, split_images: tuple[int, int] | None = None
+) -> JobEstimate:
+    """The job's work and peak memory; `architecture` is the source model's for a fine-tune.
+    split_images: (train, test) images on disk, for a folder data set; a built-in counts its official
+    split, a folder set without it the folder limit (TRANSFERLAB_FOLDER_MAX_IMAGES' default) each."""
     arch = Architecture(architecture)
     cost = ARCHITECTURES[arch]
     data, hp = spec.data, spec.hyperparameters
-    split_train, split_test = SPLIT_IMAGES[spec.dataset]
+    if split_images is None:
+        split_images = SPLIT_IMAGES.get(spec.dataset, (FOLDER_IMAGES_BOUND, FOLDER_IMAGES_BOUND))
+    split_train, split_test = split_images
     pool = min(data.train_samples or split_train, split_train)
     val = round(data.val_fraction * pool)  # as engine.datasets.train_val_split rounds it
     train = pool - val

@@ -26,7 +26,7 @@ from torch import nn
 
 from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.cost import PeakMemory, Stopwatch
-from engine.datasets import DATASETS, DatasetInfo
+from engine.datasets import DatasetInfo, FolderLimits, dataset_info
 from engine.device import resolve_device
 from engine.early_stopping import EarlyStopping
 from engine.errors import CheckpointError, SpecError
@@ -185,10 +185,13 @@ def run_job(
     download: bool = False,
     feature_cache_bytes: int | None = None,
     resume_every_seconds: float = DEFAULT_RESUME_EVERY_SECONDS,
+    folder_limits: FolderLimits | None = None,
 ) -> RunResult:
-    """Train the spec's phases and evaluate on the test split; JobCancelled when the hooks stop it."""
+    """Train the spec's phases and evaluate on the test split; JobCancelled when the hooks stop it.
+    folder_limits bound a folder data set (engine/data/folders.py); None: FolderLimits' defaults."""
     dev = resolve_device(device)
-    built = _build(spec, source_checkpoint, source_sha256, dev)
+    info = dataset_info(spec.dataset, Path(data_root), folder_limits)  # a folder set's classes and stats
+    built = _build(spec, info.num_classes, source_checkpoint, source_sha256, dev)
     state = _fresh_state(spec.hyperparameters.seed, dev)
     if spec.hyperparameters.early_stopping_patience is not None:
         state.early = EarlyStopping(spec.hyperparameters.early_stopping_patience)
@@ -197,6 +200,8 @@ def run_job(
             spec,
             built,
             hooks or Hooks(),
+            info=info,
+            folder_limits=folder_limits,
             source_sha256=source_sha256,
             data_root=Path(data_root),
             download=download,
@@ -228,12 +233,15 @@ def run_job(
 
 
 def _build(
-    spec: PretrainSpec | FinetuneSpec, source: Path | None, source_sha256: str | None, device: torch.device
+    spec: PretrainSpec | FinetuneSpec,
+    num_classes: int,
+    source: Path | None,
+    source_sha256: str | None,
+    device: torch.device,
 ) -> _Model:
     """Seed, build (or load) the model, plan its phases, and place it on the device channels-last."""
     hp = spec.hyperparameters
     torch.manual_seed(hp.seed)  # model init, new head, dropout
-    num_classes = DATASETS[spec.dataset.value].num_classes
     model, source_meta = _build_model(spec, source, source_sha256, num_classes)
     phases = plan_phases(spec, Architecture(model.architecture).value)
     numerics = resolve_numerics(device, hp.precision)
@@ -279,6 +287,8 @@ def _prepare(
     built: _Model,
     hooks: Hooks,
     *,
+    info: DatasetInfo,
+    folder_limits: FolderLimits | None,
     source_sha256: str | None,
     data_root: Path,
     download: bool,
@@ -287,9 +297,8 @@ def _prepare(
     resume_every_seconds: float,
 ) -> _Job:
     """Load the job's data onto the device and fix what every later step reads."""
-    info = DATASETS[spec.dataset.value]
     hp, numerics = spec.hyperparameters, built.numerics
-    data = load_job_data(spec, data_root, download, numerics.device)
+    data = load_job_data(spec, data_root, download, numerics.device, folder_limits)
     return _Job(
         spec=spec,
         hooks=hooks,
@@ -519,7 +528,7 @@ def _checkpoint_meta(job: _Job, evaluation: Evaluation) -> dict[str, Any]:
         "num_classes": job.info.num_classes,
         "class_names": list(job.data.class_names),
         "input": job.input_spec.to_dict(),
-        "dataset": spec.dataset.value,
+        "dataset": spec.dataset,
         "kind": spec.kind,
         "strategy": finetune.strategy.value if finetune else None,
         "frozen_blocks": job.phases[-1].frozen_blocks

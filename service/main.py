@@ -28,7 +28,7 @@ from service.docs_assets import install_docs
 from service.errors import json_safe
 from service.openapi import DATABASE_UNAVAILABLE, install_openapi
 from service.redact import redact
-from service.routes import artifacts, checkpoints, events, experiments, health, jobs, predict
+from service.routes import artifacts, checkpoints, datasets, events, experiments, health, jobs, predict
 from service.ui import routes as ui
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ TAGS = [
         "comparison table, report.",
     },
     {"name": "artifacts", "description": "PNG plots of jobs and experiments, by name."},
+    {"name": "datasets", "description": "Built-in and folder data sets; upload your own images as a zip."},
     {"name": "predict", "description": "Classify PNG/JPEG images with a checkpoint."},
     {"name": "health", "description": "Liveness and readiness probes (no token needed)."},
 ]
@@ -149,7 +150,11 @@ def create_app() -> FastAPI:
     )
     # A too-large upload is refused before any of it is read, and (added last, so outermost) a
     # request without the token before anything else happens.
-    app.add_middleware(BodyLimitMiddleware, limits={"/predict": lambda: get_settings().max_upload_bytes})
+    limits = {
+        "/predict": lambda: get_settings().max_upload_bytes,
+        "/datasets": lambda: get_settings().max_dataset_upload_bytes,
+    }
+    app.add_middleware(BodyLimitMiddleware, limits=limits)
     app.add_middleware(TokenMiddleware, token=lambda: get_settings().api_token)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
@@ -160,6 +165,7 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     for router in (jobs.router, checkpoints.router, predict.router, experiments.router, artifacts.router):
         app.include_router(router, dependencies=authenticated, responses=DATABASE_UNAVAILABLE)
+    app.include_router(datasets.router, dependencies=authenticated)
     app.include_router(events.router, dependencies=authenticated)  # documents its own JSON errors
     install_openapi(app, token=lambda: get_settings().api_token)
     install_docs(app)

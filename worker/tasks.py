@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 
 from core import persist
 from core.budgets import TimeLimit, estimate_job, time_limit
+from core.datasets import folder_limits
 from core.db import get_sessionmaker
 from core.experiments.orchestrate import notify_job_finished
 from core.jobs import ClaimOutcome, Lease, claim_job, finish, release
@@ -249,6 +250,7 @@ class ClaimedRun:
             device=self.settings.device,
             download=self.settings.download,
             resume_every_seconds=self.settings.resume_every_seconds,
+            folder_limits=folder_limits(self.settings),
         )
 
     def finish_succeeded(self, result: RunResult) -> RunOutcome:

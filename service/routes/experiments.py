@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import func, select
 
 from core import budgets
+from core.datasets import DataUnavailable
 from core.experiments import orchestrate
 from core.experiments.compare import build_comparison
 from core.experiments.plan import PlanError
@@ -149,7 +150,7 @@ def create_experiment(
     try:
         with budgets.admitting():  # the count of active jobs and the rows it admits, one request at a time
             experiment = orchestrate.create_experiment(session, request, enqueue, settings)
-    except PlanError as exc:
+    except (PlanError, DataUnavailable) as exc:
         session.rollback()
         raise RequestValidationError([exc.as_error()]) from None
     except budgets.BudgetExceeded as exc:
