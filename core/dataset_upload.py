@@ -75,6 +75,10 @@ def install_zip(settings: Settings, name: str, upload: BinaryIO) -> str:
                 raise UploadRefused(409, "name", f"name: a data set {name!r} already exists") from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+            try:
+                staging.parent.rmdir()  # the uploads folder too, unless another upload is under way
+            except OSError:
+                pass
     return name
 
 
