@@ -63,9 +63,11 @@ def install_zip(settings: Settings, name: str, upload: BinaryIO) -> str:
     except (zipfile.BadZipFile, OSError, ValueError):
         raise UploadRefused(422, "file", "file: not a readable zip archive") from None
     with archive:
-        members = _checked_members(settings, archive)
+        members, class_folders = _checked_members(settings, archive)
         staging = settings.data_root / FOLDERS / UPLOADS / uuid.uuid4().hex
         try:
+            for folder in class_folders:  # an empty class must read as one (and be refused as empty)
+                (staging / FOLDERS / name / folder).mkdir(parents=True, exist_ok=True)
             _extract(archive, members, staging / FOLDERS / name)
             _check_layout(settings, staging, name)
             final = settings.data_root / FOLDERS / name
@@ -95,8 +97,11 @@ def _check_new_name(settings: Settings, name: str) -> None:
         raise UploadRefused(409, "name", f"name: a data set {name!r} already exists; choose another name")
 
 
-def _checked_members(settings: Settings, archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
-    """Layout path (train/<class>/<file>) -> entry, for every file; UploadRefused before extracting."""
+def _checked_members(
+    settings: Settings, archive: zipfile.ZipFile
+) -> tuple[dict[str, zipfile.ZipInfo], list[str]]:
+    """Layout path (train/<class>/<file>) -> entry for every file, and the class folders the zip
+    names (train/<class>/); UploadRefused before extracting."""
     entries = archive.infolist()
     if len(entries) > settings.dataset_upload_max_files:
         raise UploadRefused(
@@ -105,10 +110,12 @@ def _checked_members(settings: Settings, archive: zipfile.ZipFile) -> dict[str, 
             f"file: {len(entries)} entries is over the limit of {settings.dataset_upload_max_files} "
             "(TRANSFERLAB_DATASET_UPLOAD_MAX_FILES)",
         )
-    files, total = [], 0
+    files, folders, total = [], [], 0
     for info in entries:
         _check_entry(info, settings.dataset_upload_max_ratio)
-        if not info.is_dir():
+        if info.is_dir():
+            folders.append(PurePosixPath(info.filename).parts)
+        else:
             files.append(info)
             total += info.file_size
     limit = settings.folder_max_total_bytes
@@ -120,8 +127,11 @@ def _checked_members(settings: Settings, archive: zipfile.ZipFile) -> dict[str, 
             "(TRANSFERLAB_FOLDER_MAX_TOTAL_BYTES)",
         )
     parts = {info.filename: PurePosixPath(info.filename).parts for info in files}
-    tops = {p[0] for p in parts.values()}
+    tops = {p[0] for p in [*parts.values(), *folders] if p}
     strip = len(tops) == 1 and next(iter(tops)) not in SPLITS  # one top folder around the layout
+    class_folders = [
+        "/".join(p) for p in (f[1:] if strip else f for f in folders) if len(p) == 2 and p[0] in SPLITS
+    ]
     members = {}
     for info in files:
         path = parts[info.filename][1:] if strip else parts[info.filename]
@@ -136,7 +146,7 @@ def _checked_members(settings: Settings, archive: zipfile.ZipFile) -> dict[str, 
                 415, "file", f"file: {info.filename!r} is not a PNG or JPEG file ({', '.join(EXTENSIONS)})"
             )
         members["/".join(path)] = info
-    return members
+    return members, class_folders
 
 
 def _check_entry(info: zipfile.ZipInfo, max_ratio: float) -> None:
