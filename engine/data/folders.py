@@ -10,10 +10,11 @@
 
 Class names are torchvision's find_classes (sorted sub-folders) and files are its make_dataset with
 PNG/JPEG extensions, so a folder reads here as ImageFolder would read it; files with other extensions
-are skipped, as ImageFolder skips them. Each image is turned upright (EXIF), converted to grey when
-every image of the set is grey and to RGB otherwise (alpha dropped, palettes expanded), resized on its
-shorter side to the stored size and centre-cropped square (ImageOps.fit). The stored size is the
-data set's declared one, else the median shorter side, capped by FolderLimits.max_image_side.
+are skipped, as ImageFolder skips them. Each image is turned upright (EXIF) and converted as /predict
+converts an upload (engine.predict.pil_to_uint8: grey when every image of the set is grey, RGB
+otherwise, transparency over black, 16-bit grey scaled), then resized to the stored size square, as
+/predict resizes (no crop: what the model trains on is what it is later shown). The stored size is
+the data set's declared one, else the median shorter side, capped by FolderLimits.max_image_side.
 Every error names the file or folder relative to the data root, never a server path.
 """
 
@@ -232,22 +233,29 @@ def decode_split(
     root: Path, scan: FolderScan, header: FolderHeader, split: SplitName
 ) -> tuple[np.ndarray, np.ndarray]:
     """The split's images, uint8 (N, C, S, S), and labels int64; DataFormatError naming a bad file."""
+    import torch
+    import torch.nn.functional as F
     from PIL import Image, ImageOps
+
+    from engine.predict import pil_to_uint8
 
     base = folder_path(root, scan.name)
     files = scan.files[split]
-    side, mode = header.image_side, "L" if header.channels == 1 else "RGB"
+    side = header.image_side
     images = np.empty((len(files), header.channels, side, side), dtype=np.uint8)
     for i, f in enumerate(files):
         try:
             with Image.open(base / f.relative, formats=("PNG", "JPEG")) as image:
-                upright = ImageOps.exif_transpose(image)
-                fitted = ImageOps.fit(upright.convert(mode), (side, side), Image.Resampling.BILINEAR)
+                pixels = pil_to_uint8(ImageOps.exif_transpose(image), header.channels)
         except (OSError, SyntaxError, ValueError) as exc:  # truncated, corrupt, changed since the scan
             reason = _reason(exc, root)
             raise DataFormatError(f"{scan.where(f.relative)}: cannot decode this image ({reason})") from None
-        pixels = np.asarray(fitted, dtype=np.uint8)
-        images[i] = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+        _, h, w = pixels.shape
+        # As engine.preprocess.prepare_batch resizes (bilinear, antialiased when shrinking).
+        resized = F.interpolate(
+            pixels[None].float(), size=(side, side), mode="bilinear", antialias=h > side or w > side
+        )
+        images[i] = resized[0].round().clamp(0, 255).to(torch.uint8).numpy()
     labels = np.array([f.label for f in files], dtype=np.int64)
     return images, labels
 

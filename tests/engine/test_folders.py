@@ -179,3 +179,13 @@ def test_a_folder_set_is_a_pretrain_source_and_a_finetune_target(root, tiny_data
 def test_the_test_kinds_cover_every_mode():
     assert {mode for mode, _ in FOLDER_KINDS} == {"L", "RGB", "RGBA", "P"}
     assert np.unique([fmt for _, fmt in FOLDER_KINDS]).tolist() == ["JPEG", "PNG"]
+
+
+def test_images_are_decoded_as_predict_decodes_an_upload(tmp_path):
+    # Transparent pixels become black, as engine.predict.pil_to_uint8 composites them, whatever colour
+    # they hide: what the model trains on is what /predict later shows it.
+    write_image_folder(tmp_path / "folders" / "clear", CLASSES, n_train=2, n_test=1)
+    hidden = Image.new("RGBA", (22, 22), (255, 255, 255, 0))
+    hidden.save(tmp_path / "folders/clear/train/cat/0.png")
+    split = load_split("clear", "train", tmp_path, limits=FolderLimits(max_image_side=22))
+    assert int(split.images[0].max()) == 0
