@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +35,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from core.datasets import split_images
 from core.experiments.plan import PlannedJob, count_jobs
 from core.experiments.schemas import ExperimentCreate
 from core.models import Experiment, ExperimentStatus, Job, JobStatus
@@ -221,21 +222,25 @@ class PlannedEstimate:
 
 
 def experiment_estimates(
-    request: ExperimentCreate, planned: Sequence[PlannedJob], architecture: str
+    request: ExperimentCreate,
+    planned: Sequence[PlannedJob],
+    architecture: str,
+    split_sizes: Callable[[str], tuple[int, int] | None] = lambda _name: None,
 ) -> list[PlannedEstimate]:
-    """Each job the experiment will create: its pre-train, if any, then the plan's."""
+    """Each job the experiment will create: its pre-train, if any, then the plan's. split_sizes gives
+    a folder data set's (train, test) images (core.datasets.split_images)."""
     named: list[PlannedEstimate] = []
     if request.pretrain is not None:
         pretrain = PretrainSpec.model_validate(request.pretrain.model_dump())
-        named.append(
-            PlannedEstimate("the pre-train", ("pretrain",), estimate_job(pretrain, pretrain.model.value))
-        )
+        estimate = estimate_job(pretrain, pretrain.model.value, split_sizes(pretrain.dataset))
+        named.append(PlannedEstimate("the pre-train", ("pretrain",), estimate))
+    target_sizes = split_sizes(request.dataset)
     for job in planned:
         hp = job.spec.hyperparameters
         name = f"{job.role} {job.variant} (lr {hp.lr:g}, batch {hp.batch_size}, {hp.optimizer.value})"
         # A baseline trains its own model (pixel_linear), not the pre-train's architecture.
         model = job.spec.model.value if isinstance(job.spec, PretrainSpec) else architecture
-        named.append(PlannedEstimate(name, (), estimate_job(job.spec, model)))
+        named.append(PlannedEstimate(name, (), estimate_job(job.spec, model, target_sizes)))
     return named
 
 
@@ -244,7 +249,7 @@ def check_experiment(
 ) -> int:
     """BudgetExceeded when one of its jobs is over a job limit, or all of them over
     TRANSFERLAB_MAX_EXPERIMENT_WORK. Returns how many jobs it will create."""
-    named = experiment_estimates(request, planned, architecture)
+    named = experiment_estimates(request, planned, architecture, lambda name: split_images(settings, name))
     for job in named:
         check_job(job.estimate, settings, what=job.name, loc=job.loc)
     total = sum(job.estimate.work for job in named)

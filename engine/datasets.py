@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import gzip
 import threading
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -357,7 +358,10 @@ def describe_dataset(name: str, root: Path, limits: FolderLimits | None = None) 
             paths, absent = _locate(root / info.folder, fmt, split)
             missing += absent
             if not absent:
-                sizes[split] = fmt.count(paths)
+                try:
+                    sizes[split] = fmt.count(paths)
+                except (OSError, EOFError, zlib.error):  # a corrupt file: a job names it when it reads it
+                    sizes[split] = 0
         present = not missing
         return DatasetSummary(
             name, "builtin", info.folder, present, missing, None, sizes if present else None,
@@ -366,9 +370,10 @@ def describe_dataset(name: str, root: Path, limits: FolderLimits | None = None) 
     try:
         with _lock:
             scan, header = _folder(name, root, limits or FolderLimits())
-    except (FolderLayoutError, DataFormatError) as exc:
+    except (FolderLayoutError, DataFormatError, SpecError) as exc:
+        present = not isinstance(exc, SpecError)  # SpecError: there is no such folder
         return DatasetSummary(
-            name, "folder", f"{FOLDERS}/{name}", True, [], str(exc), None, (), None, None, None
+            name, "folder", f"{FOLDERS}/{name}", present, [], str(exc), None, (), None, None, None
         )
     sizes = {split: len(scan.files[split]) for split in ("train", "test")}
     return DatasetSummary(

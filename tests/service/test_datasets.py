@@ -251,3 +251,25 @@ def test_an_experiment_on_absent_data_is_422_naming_which_data_set(client, data_
     assert response.json()["detail"][0]["loc"] == ["body", "pretrain", "dataset"]
     assert "<data root>/stl10_binary/" in response.text
     assert count_rows(Experiment) == 0
+
+
+def test_with_the_check_off_an_unknown_folder_set_is_queued(client, env, data_root):
+    env(DATA_DIR=data_root, CHECK_DATA_AT_SUBMISSION="false")
+    assert client.post("/jobs", json={**PRETRAIN, "dataset": "birds"}).status_code == 202
+
+
+def test_the_estimate_of_a_job_on_a_folder_set_counts_its_images(client, env, data_root, tmp_path):
+    _upload(client, _pets_zip(tmp_path))
+    env(DATA_DIR=data_root, MAX_JOB_WORK=1)
+    response = client.post("/jobs", json={**PRETRAIN, "dataset": "pets"})
+    assert response.status_code == 422
+    assert "x 32 training images (+ 4 validation a epoch, 18 test)" in response.text  # 36 less 10%
+
+
+def test_an_experiment_on_folder_sets_counts_their_images(client, env, data_root, tmp_path):
+    _upload(client, _pets_zip(tmp_path))
+    env(DATA_DIR=data_root, MAX_JOB_WORK=1)
+    experiment = {"name": "study", "dataset": "pets", "pretrain": {**PRETRAIN, "dataset": "pets"}}
+    experiment["pretrain"].pop("kind")
+    response = client.post("/experiments", json=experiment)
+    assert response.status_code == 422 and "x 32 training images" in response.text
