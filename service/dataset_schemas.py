@@ -52,7 +52,7 @@ class DatasetPublic(BaseModel):
 
 
 class DatasetList(BaseModel):
-    data: list[DatasetPublic]
+    data: list[DatasetPublic] = Field(description="The built-ins first, then the folder data sets by name.")
     count: int = Field(description="How many data sets are listed.")
 
 

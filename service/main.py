@@ -165,7 +165,7 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     for router in (jobs.router, checkpoints.router, predict.router, experiments.router, artifacts.router):
         app.include_router(router, dependencies=authenticated, responses=DATABASE_UNAVAILABLE)
-    app.include_router(datasets.router, dependencies=authenticated)
+    app.include_router(datasets.router, dependencies=authenticated, responses=DATABASE_UNAVAILABLE)
     app.include_router(events.router, dependencies=authenticated)  # documents its own JSON errors
     install_openapi(app, token=lambda: get_settings().api_token)
     install_docs(app)
