@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -35,22 +35,26 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from core.datasets import split_images
 from core.experiments.plan import PlannedJob, count_jobs
 from core.experiments.schemas import ExperimentCreate
 from core.models import Experiment, ExperimentStatus, Job, JobStatus
 from core.settings import Settings
-from engine.spec import Architecture, DatasetName, FinetuneSpec, PretrainSpec
+from engine.spec import Architecture, BuiltinDataset, FinetuneSpec, PretrainSpec
 
 log = logging.getLogger(__name__)
 
 # Images in each official split (train, test). The estimate counts these; a smaller copy on disk
 # only makes it an over-estimate.
-SPLIT_IMAGES: dict[DatasetName, tuple[int, int]] = {
-    DatasetName.stl10: (5_000, 8_000),
-    DatasetName.mnist: (60_000, 10_000),
-    DatasetName.fashion_mnist: (60_000, 10_000),
-    DatasetName.cifar10: (50_000, 10_000),
+SPLIT_IMAGES: dict[str, tuple[int, int]] = {
+    BuiltinDataset.stl10: (5_000, 8_000),
+    BuiltinDataset.mnist: (60_000, 10_000),
+    BuiltinDataset.fashion_mnist: (60_000, 10_000),
+    BuiltinDataset.cifar10: (50_000, 10_000),
 }
+# A folder data set's split sizes where the estimate is not told them (an experiment's fine-tunes):
+# engine.data.folders.FolderLimits' default cap on its images, so the estimate leans high.
+FOLDER_IMAGES_BOUND = 50_000
 
 
 @dataclass(frozen=True)
@@ -154,19 +158,27 @@ PROBE_MAX_FEATURES = 4096  # engine.models.PROBE_MAX_FEATURES, without importing
 PROBE_HEAD_FLOPS = 2 * PROBE_MAX_FEATURES * 10  # every target data set has 10 classes
 
 
-def estimate_job(spec: PretrainSpec | FinetuneSpec, architecture: str) -> JobEstimate:
-    """The job's work and peak memory; `architecture` is the source model's for a fine-tune."""
+def estimate_job(
+    spec: PretrainSpec | FinetuneSpec, architecture: str, split_images: tuple[int, int] | None = None
+) -> JobEstimate:
+    """The job's work and peak memory; `architecture` is the source model's for a fine-tune.
+    split_images: (train, test) images on disk, for a folder data set; a built-in counts its official
+    split, a folder set without it the folder limit (TRANSFERLAB_FOLDER_MAX_IMAGES' default) each."""
     if isinstance(spec, FinetuneSpec) and spec.probe_block is not None:
-        return _estimate_probe(spec, architecture)
-    return _estimate_trained(spec, architecture)
+        return _estimate_probe(spec, architecture, split_images)
+    return _estimate_trained(spec, architecture, split_images)
 
 
-def _estimate_trained(spec: PretrainSpec | FinetuneSpec, architecture: str) -> JobEstimate:
+def _estimate_trained(
+    spec: PretrainSpec | FinetuneSpec, architecture: str, split_images: tuple[int, int] | None
+) -> JobEstimate:
     """Every epoch forward and backward through the whole model (frozen blocks counted as trained)."""
     arch = Architecture(architecture)
     cost = ARCHITECTURES[arch]
     data, hp = spec.data, spec.hyperparameters
-    split_train, split_test = SPLIT_IMAGES[spec.dataset]
+    if split_images is None:
+        split_images = SPLIT_IMAGES.get(spec.dataset, (FOLDER_IMAGES_BOUND, FOLDER_IMAGES_BOUND))
+    split_train, split_test = split_images
     pool = min(data.train_samples or split_train, split_train)
     val = round(data.val_fraction * pool)  # as engine.datasets.train_val_split rounds it
     train = pool - val
@@ -189,12 +201,14 @@ def _estimate_trained(spec: PretrainSpec | FinetuneSpec, architecture: str) -> J
     )
 
 
-def _estimate_probe(spec: FinetuneSpec, architecture: str) -> JobEstimate:
+def _estimate_probe(
+    spec: FinetuneSpec, architecture: str, split_images: tuple[int, int] | None
+) -> JobEstimate:
     """A layer probe: one forward pass of the whole extractor (an over-estimate: it runs only the
     blocks up to its own) over the training, validation and test images, then the Linear layer's
     training; peak memory is the feature cache (at most 4,096 fp32 features a row), one forward batch
     and the model."""
-    whole = _estimate_trained(spec, architecture)
+    whole = _estimate_trained(spec, architecture, split_images)
     cost = ARCHITECTURES[Architecture(architecture)]
     pixels = whole.image_size**2
     features_work = (whole.train_images + whole.val_images) * pixels * cost.forward_flops_per_pixel
@@ -245,21 +259,25 @@ class PlannedEstimate:
 
 
 def experiment_estimates(
-    request: ExperimentCreate, planned: Sequence[PlannedJob], architecture: str
+    request: ExperimentCreate,
+    planned: Sequence[PlannedJob],
+    architecture: str,
+    split_sizes: Callable[[str], tuple[int, int] | None] = lambda _name: None,
 ) -> list[PlannedEstimate]:
-    """Each job the experiment will create: its pre-train, if any, then the plan's."""
+    """Each job the experiment will create: its pre-train, if any, then the plan's. split_sizes gives
+    a folder data set's (train, test) images (core.datasets.split_images)."""
     named: list[PlannedEstimate] = []
     if request.pretrain is not None:
         pretrain = PretrainSpec.model_validate(request.pretrain.model_dump())
-        named.append(
-            PlannedEstimate("the pre-train", ("pretrain",), estimate_job(pretrain, pretrain.model.value))
-        )
+        estimate = estimate_job(pretrain, pretrain.model.value, split_sizes(pretrain.dataset))
+        named.append(PlannedEstimate("the pre-train", ("pretrain",), estimate))
+    target_sizes = split_sizes(request.dataset)
     for job in planned:
         hp = job.spec.hyperparameters
         name = f"{job.role} {job.variant} (lr {hp.lr:g}, batch {hp.batch_size}, {hp.optimizer.value})"
         # A baseline trains its own model (pixel_linear), not the pre-train's architecture.
         model = job.spec.model.value if isinstance(job.spec, PretrainSpec) else architecture
-        named.append(PlannedEstimate(name, (), estimate_job(job.spec, model)))
+        named.append(PlannedEstimate(name, (), estimate_job(job.spec, model, target_sizes)))
     return named
 
 
@@ -268,7 +286,7 @@ def check_experiment(
 ) -> int:
     """BudgetExceeded when one of its jobs is over a job limit, or all of them over
     TRANSFERLAB_MAX_EXPERIMENT_WORK. Returns how many jobs it will create."""
-    named = experiment_estimates(request, planned, architecture)
+    named = experiment_estimates(request, planned, architecture, lambda name: split_images(settings, name))
     for job in named:
         check_job(job.estimate, settings, what=job.name, loc=job.loc)
     total = sum(job.estimate.work for job in named)

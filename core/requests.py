@@ -17,7 +17,7 @@ from engine.spec import FinetuneSpec, PretrainSpec
 # so defaults and bounds stay single-sourced in engine.spec.
 _SPEC_FIELD_DOCS = {
     "kind": "pretrain: train an architecture from scratch; finetune: adapt a checkpoint or ImageNet weights.",
-    "dataset": "Data set to train on: stl10, mnist, fashion_mnist or cifar10.",
+    "dataset": "Data set: stl10, mnist, fashion_mnist, cifar10 or a folder data set (GET /datasets).",
     "model": "Architecture: simple_cnn, resnet18, mobilenet_v3_small or vgg11_bn.",
     "strategy": "linear: train the head only; partial: freeze the first frozen_blocks blocks; "
     "full: train everything, the extractor at lr x extractor_lr_factor; "

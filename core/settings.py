@@ -144,6 +144,40 @@ class Settings(BaseSettings):
         False, description="Also time torch.compile on a CPU worker (always timed on a GPU)."
     )
 
+    # ---- folder data sets and uploads (engine/data/folders.py, core/datasets.py, core/dataset_upload.py)
+    check_data_at_submission: bool = Field(
+        True,
+        description="POST /jobs and /experiments refuse (422) a data set whose files are not under the "
+        "data root; turn off only where the API cannot see the workers' data root.",
+    )
+    folder_max_images: int = Field(
+        50_000, ge=2, description="Images one folder data set may hold, both splits together."
+    )
+    folder_max_image_pixels: int = Field(
+        4_000_000, ge=64, description="Largest image (width x height) in a folder data set."
+    )
+    folder_max_total_bytes: int = Field(
+        2 * 1024**3, ge=1024, description="Largest total size of a folder data set's image files."
+    )
+    folder_max_image_side: int = Field(
+        128,
+        ge=8,
+        le=512,
+        description="Cap on the side a folder data set is stored at (default: its median shorter side).",
+    )
+    max_dataset_upload_bytes: int = Field(
+        512 * 1024**2, ge=1024, description="Largest POST /datasets request body (the zip)."
+    )
+    dataset_upload_max_files: int = Field(
+        20_000, ge=1, description="Entries one uploaded zip may hold (files and folders)."
+    )
+    dataset_upload_max_ratio: float = Field(
+        100.0,
+        gt=1,
+        description="Largest uncompressed / compressed size of a zip entry (PNG and JPEG barely "
+        "compress: a larger ratio is a zip bomb).",
+    )
+
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
         if self.environment == "production" and not self.api_token:

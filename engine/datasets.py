@@ -12,11 +12,19 @@ reads only unpacked files (a .gz-only folder like ../shared/data/mnist is "not f
 unpickles its python version. torchvision only downloads, md5-checking what it fetches
 (engine/data/download.py). A split is decoded once: kept in memory for this process, and in
 `<root>/.transferlab-cache/<name>-<split>.safetensors` for the next one (engine/data/cache.py).
+
+Any other name is a folder data set, `<root>/folders/<name>/{train,test}/<class>/*` (PNG or JPEG,
+engine/data/folders.py), decoded into the same cache and decoded again when its files change:
+
+    info = dataset_info("pets", root)          # classes, channels, stored size, mean/std of its train split
+    check_available("pets", root, download=False)   # the 422 at submission: missing or badly laid out
 """
 
 from __future__ import annotations
 
+import gzip
 import threading
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +43,17 @@ from engine.data.cache import (
     write_cache,
 )
 from engine.data.download import download_cifar10, download_fashion_mnist, download_mnist, download_stl10
+from engine.data.folders import (
+    FOLDERS,
+    FolderHeader,
+    FolderLayoutError,
+    FolderLimits,
+    FolderScan,
+    decode_split,
+    folder_names,
+    read_headers,
+    scan_folder,
+)
 from engine.data.readers import (
     Decoded,
     SplitName,
@@ -46,16 +65,24 @@ from engine.data.readers import (
     stl10_files,
 )
 from engine.data.sampling import stratified_subset, train_val_split
-from engine.errors import MissingDataError, SpecError
+from engine.errors import DataFormatError, MissingDataError, SpecError
 
 __all__ = [
     "CACHE_FOLDER",
     "DATASETS",
     "DatasetInfo",
+    "DatasetSummary",
+    "FolderLayoutError",
+    "FolderLimits",
     "Split",
     "SplitName",
     "cache_path",
+    "check_available",
     "clear_memory_cache",
+    "dataset_info",
+    "dataset_names",
+    "describe_dataset",
+    "is_builtin",
     "load_split",
     "stratified_subset",
     "train_val_split",
@@ -72,6 +99,7 @@ class DatasetInfo:
     std: tuple[float, ...]
     default_augment: bool
     folder: str  # under the data root, as torchvision lays it out
+    kind: str = "builtin"  # or "folder": <root>/folders/<name>
 
     @property
     def num_classes(self) -> int:
@@ -115,6 +143,22 @@ DATASETS: dict[str, DatasetInfo] = {
 }  # fmt: skip
 
 
+def _stl10_count(paths: list[Path]) -> int:
+    return paths[1].stat().st_size  # one label byte an image
+
+
+def _idx_count(paths: list[Path]) -> int:
+    # The labels file's header: magic, then the count as a big-endian uint32.
+    path = paths[1]
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        return int.from_bytes(f.read(8)[4:8], "big")
+
+
+def _cifar10_count(paths: list[Path]) -> int:
+    return sum(p.stat().st_size for p in paths) // 3073  # a label byte and 3x32x32 pixels a record
+
+
 @dataclass(frozen=True)
 class _Format:
     # Files a split needs, each as its accepted names (first found wins); an optional names file.
@@ -122,13 +166,14 @@ class _Format:
     names_file: str | None
     read: Callable[[list[Path], Path | None], Decoded]
     download: Callable[[Path, SplitName], None]
+    count: Callable[[list[Path]], int]  # images in a split, from file sizes or a header alone
 
 
 _FORMATS: dict[str, _Format] = {
-    "stl10": _Format(stl10_files, "class_names.txt", read_stl10, download_stl10),
-    "mnist": _Format(idx_files, None, read_idx, download_mnist),
-    "fashion_mnist": _Format(idx_files, None, read_idx, download_fashion_mnist),
-    "cifar10": _Format(cifar10_files, "batches.meta.txt", read_cifar10, download_cifar10),
+    "stl10": _Format(stl10_files, "class_names.txt", read_stl10, download_stl10, _stl10_count),
+    "mnist": _Format(idx_files, None, read_idx, download_mnist, _idx_count),
+    "fashion_mnist": _Format(idx_files, None, read_idx, download_fashion_mnist, _idx_count),
+    "cifar10": _Format(cifar10_files, "batches.meta.txt", read_cifar10, download_cifar10, _cifar10_count),
 }
 assert _FORMATS.keys() == DATASETS.keys()
 
@@ -136,39 +181,220 @@ _lock = threading.Lock()  # one decode at a time: two jobs asking for a split de
 
 
 def clear_memory_cache() -> None:
-    """Forget every split decoded in this process (the cache files stay)."""
+    """Forget every split decoded in this process, and folder sets' headers (the cache files stay)."""
     with _lock:
         forget_all()
+        _headers.clear()
+        _stats.clear()
 
 
-def load_split(name: str, split: SplitName, root: Path, download: bool = False) -> Split:
+def is_builtin(name: str) -> bool:
+    """Whether name is one of the four built-in data sets (anything else is a folder data set)."""
+    return name in DATASETS
+
+
+def dataset_names(root: Path) -> list[str]:
+    """The built-in names, then the folder data sets under <root>/folders (a folder named like a
+    built-in is not one: the built-in wins)."""
+    return [*DATASETS, *(n for n in folder_names(_resolve(root)) if n not in DATASETS)]
+
+
+def load_split(
+    name: str,
+    split: SplitName,
+    root: Path,
+    download: bool = False,
+    limits: FolderLimits | None = None,
+    remember_split: bool = True,
+) -> Split:
     """The whole split as uint8 (N, C, H, W) images and int64 labels, decoded at most once.
 
-    Raises MissingDataError when files are missing and download is off or fails, and
-    DataFormatError naming the file when one is not in its data set's format.
+    Raises MissingDataError when files are missing and download is off or fails, DataFormatError
+    naming the file when one is not in its data set's format, and FolderLayoutError for a folder data
+    set laid out wrongly or over `limits`. remember_split=False leaves it out of this process's memory
+    (the API's one-off reads).
     """
-    if name not in DATASETS:
-        choices = ", ".join(DATASETS)
-        raise SpecError("dataset", f"unknown data set {name!r}; choose one of {choices}")
     if split not in ("train", "test"):
         raise SpecError("split", f"unknown split {split!r}; choose 'train' or 'test'")
-    info, fmt = DATASETS[name], _FORMATS[name]
-    root = Path(root).expanduser().resolve()
+    root = _resolve(root)
     with _lock:
-        paths, names_file = _find_files(info, fmt, split, root, download)
-        signature = source_signature(paths + ([names_file] if names_file else []))
-        key = (name, split, str(root))
-        loaded = remembered(key, signature)
-        if loaded is not None:
-            return loaded
-        cache = cache_path(root, name, split)
-        loaded = read_cache(cache, signature)
-        if loaded is None:
-            images, labels, names = fmt.read(paths, names_file)
-            loaded = Split(torch.from_numpy(images), torch.from_numpy(labels), names or info.class_names)
-            write_cache(cache, signature, loaded)
-        remember(key, signature, loaded)
+        if name in DATASETS:
+            info, fmt = DATASETS[name], _FORMATS[name]
+            paths, names_file = _find_files(info, fmt, split, root, download)
+            signature = source_signature(paths + ([names_file] if names_file else []))
+
+            def decode() -> Split:
+                images, labels, names = fmt.read(paths, names_file)
+                return Split(torch.from_numpy(images), torch.from_numpy(labels), names or info.class_names)
+        else:
+            scan, header = _folder(name, root, limits or FolderLimits())
+            signature = f"folder {scan.fingerprint} {header.image_side} {header.channels}"
+
+            def decode() -> Split:
+                images, labels = decode_split(root, scan, header, split)
+                return Split(torch.from_numpy(images), torch.from_numpy(labels), scan.classes)
+
+        return _cached(name, split, root, signature, decode, remember_split)
+
+
+def _resolve(root: Path) -> Path:
+    return Path(root).expanduser().resolve()
+
+
+def _cached(
+    name: str, split: SplitName, root: Path, signature: str, decode: Callable[[], Split], keep: bool
+) -> Split:
+    """The split from this process's memory, else the cache file, else decoded (and cached)."""
+    key = (name, split, str(root))
+    loaded = remembered(key, signature)
+    if loaded is not None:
         return loaded
+    cache = cache_path(root, name, split)
+    loaded = read_cache(cache, signature)
+    if loaded is None:
+        loaded = decode()
+        write_cache(cache, signature, loaded)
+    if keep:
+        remember(key, signature, loaded)
+    return loaded
+
+
+# Headers of a folder data set's images, read once per fingerprint: (root, name) -> (fingerprint, header).
+_headers: dict[tuple[str, str], tuple[str, FolderHeader]] = {}
+# Mean and std of a folder data set's train split, by its cache signature.
+_stats: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {}
+
+
+def _folder(name: str, root: Path, limits: FolderLimits) -> tuple[FolderScan, FolderHeader]:
+    """The folder's layout (scanned every time: cheap, and it notices changes) and its headers."""
+    if name in DATASETS:
+        raise FolderLayoutError(f"{FOLDERS}/{name}: {name!r} is a built-in data set's name")
+    try:
+        scan = scan_folder(root, name, limits)
+    except FolderLayoutError as exc:
+        if not (root / FOLDERS / name).is_dir():
+            choices = ", ".join(DATASETS)
+            raise SpecError(
+                "dataset",
+                f"unknown data set {name!r}; choose one of {choices}, or a folder data set: there is no "
+                f"{FOLDERS}/{name}/ under the data root (upload one with POST /datasets)",
+            ) from exc
+        raise
+    hit = _headers.get((str(root), name))
+    if hit is not None and hit[0] == scan.fingerprint:
+        return scan, hit[1]
+    header = read_headers(root, scan, limits)
+    _headers[(str(root), name)] = (scan.fingerprint, header)
+    return scan, header
+
+
+def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    # Per-channel mean and std of pixels / 255, a chunk at a time (a float copy of 50,000 RGB images
+    # at 128 px would be 10 GB). A flat channel gets std 1/255, not 0, so normalising stays finite.
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for chunk in images.split(1024):
+        x = chunk.to(torch.float64) / 255
+        total += x.sum(dim=(0, 2, 3))
+        squares += (x * x).sum(dim=(0, 2, 3))
+    n = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / n
+    std = (squares / n - mean * mean).clamp_min(0).sqrt().clamp_min(1 / 255)
+    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
+
+
+def dataset_info(name: str, root: Path, limits: FolderLimits | None = None) -> DatasetInfo:
+    """A built-in's fixed facts; for a folder data set its classes, channels, stored size and the
+    mean and std of its train split (decoding it, once)."""
+    if name in DATASETS:
+        return DATASETS[name]
+    root = _resolve(root)
+    train = load_split(name, "train", root, limits=limits)
+    with _lock:
+        scan, header = _folder(name, root, limits or FolderLimits())
+        signature = f"{scan.fingerprint} {header.image_side} {header.channels}"
+        if signature not in _stats:
+            _stats[signature] = _channel_stats(train.images)
+        mean, std = _stats[signature]
+    return DatasetInfo(
+        name=name,
+        channels=header.channels,
+        native_size=header.image_side,
+        class_names=scan.classes,
+        mean=mean,
+        std=std,
+        default_augment=header.channels == 3,  # as the built-ins: photos augmented, grey sets not
+        folder=scan.where(),
+        kind="folder",
+    )
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """What GET /datasets shows of one data set, read without decoding any image."""
+
+    name: str
+    kind: str  # builtin or folder
+    folder: str  # relative to the data root
+    present: bool
+    missing_files: list[str]  # what is absent (built-ins; a folder set names its problem instead)
+    problem: str | None  # why a present folder set cannot be used, or None
+    split_sizes: dict[str, int] | None
+    class_names: tuple[str, ...]
+    channels: int | None
+    native_size: int | None  # the files' side (built-ins); a folder set's median shorter side
+    stored_size: int | None  # the side the cache holds (a folder set's declared or capped median)
+
+
+def describe_dataset(name: str, root: Path, limits: FolderLimits | None = None) -> DatasetSummary:
+    """The data set's files, split sizes, classes, channels and sizes, from file sizes and headers;
+    SpecError for an unknown name."""
+    root = _resolve(root)
+    if name in DATASETS:
+        info, fmt = DATASETS[name], _FORMATS[name]
+        sizes: dict[str, int] = {}
+        missing: list[str] = []
+        for split in ("train", "test"):
+            paths, absent = _locate(root / info.folder, fmt, split)
+            missing += absent
+            if not absent:
+                try:
+                    sizes[split] = fmt.count(paths)
+                except (OSError, EOFError, zlib.error):  # a corrupt file: a job names it when it reads it
+                    sizes[split] = 0
+        present = not missing
+        return DatasetSummary(
+            name, "builtin", info.folder, present, missing, None, sizes if present else None,
+            info.class_names, info.channels, info.native_size, info.native_size,
+        )  # fmt: skip
+    try:
+        with _lock:
+            scan, header = _folder(name, root, limits or FolderLimits())
+    except (FolderLayoutError, DataFormatError, SpecError) as exc:
+        present = not isinstance(exc, SpecError)  # SpecError: there is no such folder
+        return DatasetSummary(
+            name, "folder", f"{FOLDERS}/{name}", present, [], str(exc), None, (), None, None, None
+        )
+    sizes = {split: len(scan.files[split]) for split in ("train", "test")}
+    return DatasetSummary(
+        name, "folder", scan.where(), True, [], None, sizes, scan.classes, header.channels,
+        header.median_side, header.image_side,
+    )  # fmt: skip
+
+
+def check_available(name: str, root: Path, download: bool, limits: FolderLimits | None = None) -> None:
+    """What a job's data needs before it is queued: a built-in's files present (or download on), a
+    folder set laid out right and within limits. MissingDataError, FolderLayoutError, DataFormatError
+    or SpecError (an unknown name) otherwise. Reads no pixels."""
+    root = _resolve(root)
+    if name in DATASETS:
+        info, fmt = DATASETS[name], _FORMATS[name]
+        missing = [f for split in ("train", "test") for f in _locate(root / info.folder, fmt, split)[1]]
+        if missing and not download:
+            raise MissingDataError(name, root / info.folder, missing)
+        return
+    with _lock:
+        _folder(name, root, limits or FolderLimits())
 
 
 def _find_files(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from engine.datasets import Split, load_split, stratified_subset, train_val_split
+from engine.datasets import FolderLimits, Split, load_split, stratified_subset, train_val_split
 from engine.loop import Forward, ImageSource, Source, StopCheck, precompute
 from engine.models import TransferNet
 from engine.numerics import Numerics
@@ -40,12 +40,16 @@ class JobData:
 
 
 def load_job_data(
-    spec: PretrainSpec | FinetuneSpec, root: Path, download: bool, device: torch.device
+    spec: PretrainSpec | FinetuneSpec,
+    root: Path,
+    download: bool,
+    device: torch.device,
+    folder_limits: FolderLimits | None = None,
 ) -> JobData:
     """The spec's seeded, stratified train / validation / test rows, moved to the device."""
     seed, options = spec.hyperparameters.seed, spec.data
-    train = load_split(spec.dataset.value, "train", root, download)
-    test = load_split(spec.dataset.value, "test", root, download)
+    train = load_split(spec.dataset, "train", root, download, folder_limits)
+    test = load_split(spec.dataset, "test", root, download, folder_limits)
     pool = stratified_subset(train.labels, options.train_samples, seed)
     train_pos, val_pos = train_val_split(train.labels[pool], options.val_fraction, seed)
     train_rows, val_rows = pool[train_pos], pool[val_pos]

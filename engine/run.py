@@ -27,7 +27,7 @@ from torch import nn
 from engine.calibration_trial import intra_op_threads
 from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.cost import PeakMemory, PhaseClock, Stopwatch
-from engine.datasets import DATASETS, DatasetInfo
+from engine.datasets import DatasetInfo, FolderLimits, dataset_info
 from engine.device import resolve_device
 from engine.early_stopping import EarlyStopping
 from engine.errors import CheckpointError, SpecError
@@ -223,17 +223,20 @@ def run_job(
     feature_cache_bytes: int | None = None,
     resume_every_seconds: float = DEFAULT_RESUME_EVERY_SECONDS,
     calibration: CalibrationOptions | None = None,
+    folder_limits: FolderLimits | None = None,
 ) -> RunResult:
     """Train the spec's phases and evaluate on the test split; JobCancelled when the hooks stop it.
 
     `calibration` says where the numerics' calibration (engine/job_numerics.py) caches its choice and
-    how long it may take; None measures without a cache, within the default budget."""
+    how long it may take; None measures without a cache, within the default budget. `folder_limits`
+    bound a folder data set (engine/data/folders.py); None: FolderLimits' defaults."""
     started = time.perf_counter()
     dev = resolve_device(device)
+    info = dataset_info(spec.dataset, Path(data_root), folder_limits)  # a folder set's classes and stats
     weights_dir = Path(data_root) / WEIGHTS_FOLDER
     clock = PhaseClock(dev)
     with clock.phase("model"):
-        built = _build(spec, source_checkpoint, source_sha256, dev, weights_dir, download)
+        built = _build(spec, info.num_classes, source_checkpoint, source_sha256, dev, weights_dir, download)
     state = _fresh_state(spec.hyperparameters.seed, dev)
     if spec.hyperparameters.early_stopping_patience is not None:
         state.early = EarlyStopping(spec.hyperparameters.early_stopping_patience)
@@ -243,6 +246,8 @@ def run_job(
             built,
             hooks or Hooks(),
             clock,
+            info=info,
+            folder_limits=folder_limits,
             source_sha256=source_sha256,
             data_root=Path(data_root),
             download=download,
@@ -284,6 +289,7 @@ def run_job(
 
 def _build(
     spec: PretrainSpec | FinetuneSpec,
+    num_classes: int,
     source: Path | None,
     source_sha256: str | None,
     device: torch.device,
@@ -294,7 +300,6 @@ def _build(
     until the numerics say otherwise)."""
     hp = spec.hyperparameters
     torch.manual_seed(hp.seed)  # model init, new head, dropout
-    num_classes = DATASETS[spec.dataset.value].num_classes
     source_meta: dict[str, Any] | None
     if isinstance(spec, FinetuneSpec) and spec.source_weights is not None:
         model, source_meta = _build_imagenet(spec, num_classes, weights_dir, download)
@@ -358,6 +363,8 @@ def _prepare(
     hooks: Hooks,
     clock: PhaseClock,
     *,
+    info: DatasetInfo,
+    folder_limits: FolderLimits | None,
     source_sha256: str | None,
     data_root: Path,
     download: bool,
@@ -367,11 +374,10 @@ def _prepare(
     calibration: CalibrationOptions,
 ) -> _Job:
     """Load the job's data onto the device, choose its numerics, and fix what every later step reads."""
-    info = DATASETS[spec.dataset.value]
     hp, device = spec.hyperparameters, next(built.model.parameters()).device
     input_spec = InputSpec.for_dataset(info, spec.data.image_size)
     with clock.phase("data"):
-        data = load_job_data(spec, data_root, download, device)
+        data = load_job_data(spec, data_root, download, device, folder_limits)
     with clock.phase("calibration"):
         numerics, chosen = choose_numerics(
             spec, built.model, built.phases, data, input_spec, device, calibration
@@ -626,7 +632,7 @@ def _checkpoint_meta(job: _Job, evaluation: Evaluation) -> dict[str, Any]:
         "num_classes": job.info.num_classes,
         "class_names": list(job.data.class_names),
         "input": job.input_spec.to_dict(),
-        "dataset": spec.dataset.value,
+        "dataset": spec.dataset,
         "kind": spec.kind,
         "strategy": finetune.strategy.value if finetune else None,
         "frozen_blocks": job.phases[-1].frozen_blocks

@@ -13,14 +13,27 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 
-class DatasetName(StrEnum):
+class BuiltinDataset(StrEnum):
     stl10 = "stl10"
     mnist = "mnist"
     fashion_mnist = "fashion_mnist"
     cifar10 = "cifar10"
+
+
+# A built-in's name, or a folder data set's (<data root>/folders/<name>, engine/data/folders.py): the
+# pattern keeps it a single, safe path component. Whether it exists is checked at submission.
+DATASET_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+DatasetName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=32, pattern=DATASET_NAME_PATTERN),
+    Field(
+        description="stl10, mnist, fashion_mnist, cifar10, or the name of a folder data set "
+        "(GET /datasets): 1-32 of a-z, 0-9, '_' and '-'."
+    ),
+]
 
 
 class Architecture(StrEnum):
@@ -156,7 +169,7 @@ class PretrainSpec(_Strict):
     """Train an architecture from random initialisation on a source data set."""
 
     kind: Literal["pretrain"] = "pretrain"
-    dataset: DatasetName = DatasetName.stl10
+    dataset: DatasetName = BuiltinDataset.stl10.value
     model: Architecture = Architecture.resnet18
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     data: DataOptions = Field(default_factory=DataOptions)
@@ -166,7 +179,7 @@ class FinetuneSpec(_Strict):
     """Adapt a trained checkpoint to a target data set with a strategy."""
 
     kind: Literal["finetune"] = "finetune"
-    dataset: DatasetName = DatasetName.mnist
+    dataset: DatasetName = BuiltinDataset.mnist.value
     strategy: Strategy = Strategy.linear
     frozen_blocks: int | None = Field(
         None,

@@ -32,6 +32,7 @@ from service.redact import redact
 from service.routes import (
     artifacts,
     checkpoints,
+    datasets,
     deletion,
     events,
     experiments,
@@ -73,6 +74,7 @@ TAGS = [
         "comparison table, report.",
     },
     {"name": "artifacts", "description": "PNG plots of jobs and experiments, by name."},
+    {"name": "datasets", "description": "Built-in and folder data sets; upload your own images as a zip."},
     {"name": "predict", "description": "Classify PNG/JPEG images with a checkpoint."},
     {"name": "health", "description": "Liveness and readiness probes (no token needed)."},
 ]
@@ -166,6 +168,7 @@ def create_app() -> FastAPI:
     # request without the token before anything else happens.
     limits = {
         "/predict": lambda: get_settings().max_upload_bytes,
+        "/datasets": lambda: get_settings().max_dataset_upload_bytes,
         "/checkpoints": lambda: get_settings().max_checkpoint_import_bytes,  # POST: an archive to import
     }
     app.add_middleware(BodyLimitMiddleware, limits=limits)
@@ -192,6 +195,7 @@ def create_app() -> FastAPI:
         artifacts.router,
     ):
         app.include_router(router, dependencies=authenticated, responses=DATABASE_UNAVAILABLE)
+    app.include_router(datasets.router, dependencies=authenticated, responses=DATABASE_UNAVAILABLE)
     app.include_router(events.router, dependencies=authenticated)  # documents its own JSON errors
     app.include_router(metrics_route.router)  # its own token check: TRANSFERLAB_METRICS_PUBLIC
     app.include_router(weights.router, dependencies=authenticated)  # ImageNet weight files (issue #14)

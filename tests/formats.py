@@ -103,3 +103,47 @@ def make_tiny_data_root(root: Path, n_train: int = 100, n_test: int = 50, seed: 
         y = balanced_labels(n, rng)
         write_cifar10_bin(root / "cifar-10-batches-bin", synthetic_images(y, 3, 32, rng), y, split)
     return root
+
+
+# Modes and formats a folder data set's images cycle through: grey, colour, colour with alpha, palette;
+# JPEG cannot hold alpha or a palette, so those are PNGs.
+FOLDER_KINDS = (("L", "PNG"), ("RGB", "JPEG"), ("RGBA", "PNG"), ("P", "PNG"), ("L", "JPEG"), ("RGB", "PNG"))
+FOLDER_SIZES = ((24, 24), (32, 20), (20, 28), (40, 40))  # width, height
+
+
+def folder_image(label: int, size: tuple[int, int], mode: str, rng: np.random.Generator):
+    """A PIL image of dark noise with a bright square whose column gives the class (learnable)."""
+    from PIL import Image
+
+    width, height = size
+    pixels = rng.integers(0, 60, size=(height, width, 3), dtype=np.uint8)
+    side = min(width, height) // 3
+    left = (label % 3) * (width - side) // 2
+    top = (height - side) // 2
+    pixels[top : top + side, left : left + side] = 255
+    image = Image.fromarray(pixels, "RGB")
+    return image.convert(mode) if mode != "P" else image.quantize(16)
+
+
+def write_image_folder(
+    folder: Path,
+    classes: tuple[str, ...] = ("cat", "dog", "owl"),
+    n_train: int = 12,
+    n_test: int = 6,
+    seed: int = 0,
+    kinds: tuple[tuple[str, str], ...] = FOLDER_KINDS,
+) -> Path:
+    """folder/{train,test}/<class>/<i>.png|jpg: n images a class and split, of mixed sizes, modes and
+    formats (FOLDER_KINDS, FOLDER_SIZES)."""
+    rng = np.random.default_rng(seed)
+    k = 0
+    for split, n in (("train", n_train), ("test", n_test)):
+        for label, name in enumerate(classes):
+            (folder / split / name).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                mode, fmt = kinds[k % len(kinds)]
+                size = FOLDER_SIZES[k % len(FOLDER_SIZES)]
+                k += 1
+                suffix = ".png" if fmt == "PNG" else ".jpg"
+                folder_image(label, size, mode, rng).save(folder / split / name / f"{i}{suffix}", fmt)
+    return folder

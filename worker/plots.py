@@ -65,6 +65,7 @@ def pick_correct(true: list[int], predicted: list[int], count: int) -> list[int]
 def _example_grids(
     settings: Settings, job: Job, evaluation: Any, class_names: list[str]
 ) -> list[RenderedPlot]:
+    from core.datasets import folder_limits
     from engine.datasets import load_split
     from engine.plots import examples_png
 
@@ -75,7 +76,7 @@ def _example_grids(
     predicted = evaluation.predicted_labels.tolist()
     probabilities = evaluation.probabilities
     confidence = [float(probabilities[k, predicted[k]]) for k in range(len(predicted))]
-    split = load_split(job.dataset, "test", settings.data_root, settings.download)
+    split = load_split(job.dataset, "test", settings.data_root, settings.download, folder_limits(settings))
 
     wrong = [k for k in range(len(true)) if true[k] != predicted[k]]
     wrong.sort(key=lambda k: -confidence[k])

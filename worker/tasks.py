@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 from core import persist
 from core.budgets import TimeLimit, estimate_job, time_limit
 from core.cost_record import write_cost_details
+from core.datasets import folder_limits
 from core.db import get_sessionmaker
 from core.experiments.orchestrate import notify_job_finished
 from core.job_logs import capture_job_log
@@ -295,6 +296,7 @@ class ClaimedRun:
                 budget_seconds=self.settings.calibration_budget_seconds,
                 compile_on_cpu=self.settings.calibration_compile_on_cpu,
             ),
+            folder_limits=folder_limits(self.settings),
         )
 
     def phase_seconds(self, engine: dict[str, float], plots_seconds: float, record_seconds: float) -> dict:

@@ -24,7 +24,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
-from core import budgets, jobs
+from core import budgets, datasets, jobs
 from core.db import get_sessionmaker
 from core.experiments.plan import PlanError, PlannedJob, check_request, plan_finetunes
 from core.experiments.plots import render_experiment_plots, save_experiment_plots
@@ -114,7 +114,7 @@ def _job_rows(experiment: Experiment, source: Job, planned: list[PlannedJob]) ->
                 Job(
                     kind="pretrain",
                     spec=p.spec.model_dump(mode="json"),
-                    dataset=p.spec.dataset.value,
+                    dataset=p.spec.dataset,
                     architecture=p.spec.model.value,
                     strategy=None,
                     experiment_id=experiment.id,
@@ -128,7 +128,7 @@ def _job_rows(experiment: Experiment, source: Job, planned: list[PlannedJob]) ->
             Job(
                 kind="finetune",
                 spec=p.spec.model_dump(mode="json"),
-                dataset=p.spec.dataset.value,
+                dataset=p.spec.dataset,
                 architecture=source.architecture,
                 strategy=p.spec.strategy.value,
                 source_job_id=None if imagenet else source.id,
@@ -145,10 +145,13 @@ def create_experiment(
     session: Session, request: ExperimentCreate, enqueue: Enqueue, settings: Settings
 ) -> Experiment:
     """Validate, create and enqueue. Raises PlanError and budgets.BudgetExceeded (422),
-    SourceNotFound (404), SourceNotUsable (409) and budgets.QueueFull (429) before anything is
-    written, and QueueUnavailable (503) when the broker refused a job. Call it inside
-    budgets.admitting()."""
+    SourceNotFound (404), SourceNotUsable (409), core.datasets.DataUnavailable (422) and
+    budgets.QueueFull (429) before anything is written, and QueueUnavailable (503) when the broker
+    refused a job. Call it inside budgets.admitting()."""
     check_request(request)
+    if request.pretrain is not None:
+        datasets.check_job_data(settings, request.pretrain.dataset, ("body", "pretrain", "dataset"))
+    datasets.check_job_data(settings, request.dataset, ("body", "dataset"))
     source = _source_job(session, request.pretrained_job) if request.pretrained_job else None
     if request.pretrain is not None:
         architecture = request.pretrain.model.value
@@ -171,7 +174,7 @@ def create_experiment(
         name=request.name,
         status=ExperimentStatus.pretraining if source is None else ExperimentStatus.running,
         request=request.model_dump(mode="json"),
-        dataset=request.dataset.value,
+        dataset=request.dataset,
         architecture=architecture,
         pretrain_job_id=source.id if source is not None else None,
     )
@@ -183,7 +186,7 @@ def create_experiment(
         pretrain = Job(
             kind="pretrain",
             spec=spec.model_dump(mode="json"),
-            dataset=spec.dataset.value,
+            dataset=spec.dataset,
             architecture=spec.model.value,
             strategy=None,
             experiment_id=experiment.id,

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from core.models import JobStatus
 from core.requests import PretrainJobCreate
 from engine.spec import (
+    BuiltinDataset,
     DataOptions,
     DatasetName,
     FinetuneSpec,
@@ -81,7 +82,7 @@ class ExperimentCreate(_Strict):
         max_length=64,
         description="Id of a succeeded pretrain job to start from, instead of `pretrain`.",
     )
-    dataset: DatasetName = Field(DatasetName.mnist, description="Target data set of the fine-tunes.")
+    dataset: DatasetName = Field(BuiltinDataset.mnist.value, description="Target data set of the fine-tunes.")
     strategies: list[Strategy] = Field(
         default_factory=_default_strategies,
         min_length=1,

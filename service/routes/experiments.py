@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import func, select
 
 from core import budgets
+from core.datasets import DataUnavailable
 from core.experiments import orchestrate
 from core.experiments.compare import BASELINE_STRATEGY, build_comparison
 from core.experiments.plan import PlanError
@@ -160,7 +161,7 @@ def create_experiment(
     try:
         with budgets.admitting():  # the count of active jobs and the rows it admits, one request at a time
             experiment = orchestrate.create_experiment(session, request, enqueue, settings)
-    except PlanError as exc:
+    except (PlanError, DataUnavailable) as exc:
         session.rollback()
         raise RequestValidationError([exc.as_error()]) from None
     except budgets.BudgetExceeded as exc:

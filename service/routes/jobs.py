@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
-from core import budgets
+from core import budgets, datasets
 from core.cost_record import read_cost_details
 from core.deletion import job_disk_bytes
 from core.jobs import CancelOutcome, cancel, create_and_send
@@ -136,7 +136,7 @@ def create_job(
         finetune = job_in.to_spec()
         job = Job(
             kind="finetune",
-            dataset=finetune.dataset.value,
+            dataset=finetune.dataset,
             architecture=source.architecture,
             strategy=finetune.strategy.value,
             source_job_id=source.job_id,
@@ -148,13 +148,20 @@ def create_job(
         pretrain = PretrainSpec.model_validate(job_in.model_dump())
         job = Job(
             kind="pretrain",
-            dataset=pretrain.dataset.value,
+            dataset=pretrain.dataset,
             architecture=pretrain.model.value,
             strategy=None,
             spec=pretrain.model_dump(mode="json"),
         )
+    try:  # its data under the data root (or downloadable), usable
+        datasets.check_job_data(settings, job.dataset, ("body", job_in.kind, "dataset"))
+    except datasets.DataUnavailable as exc:
+        raise RequestValidationError([exc.as_error()]) from None
     try:  # its estimated work and memory, within the TRANSFERLAB_MAX_JOB_* limits
-        budgets.check_job(budgets.estimate_job(job_in, job.architecture), settings)
+        estimate = budgets.estimate_job(
+            job_in, job.architecture, datasets.split_images(settings, job.dataset)
+        )
+        budgets.check_job(estimate, settings)
     except budgets.BudgetExceeded as exc:
         raise RequestValidationError([exc.as_error(job_in.kind)]) from None
     with budgets.admitting():

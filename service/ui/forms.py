@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.experiments.presets import PRESETS
-from engine.spec import Architecture, DataOptions, DatasetName, Hyperparameters, OptimizerName, Strategy
+from engine.spec import Architecture, BuiltinDataset, DataOptions, Hyperparameters, OptimizerName, Strategy
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ _OPTIMIZER = Field(
 JOB_FIELDS: tuple[Field, ...] = (
     Field("kind", "kind", "select", choices=("pretrain", "finetune")),
     Field("source", "source job", "select", section="finetune", help="a succeeded job with a checkpoint"),
-    Field("dataset", "data set", "select", choices=_names(DatasetName)),
+    Field("dataset", "data set", "select", choices=_names(BuiltinDataset)),
     Field("model", "architecture", "select", choices=_names(Architecture), section="pretrain"),
     Field("strategy", "strategy", "select", choices=_names(Strategy), section="finetune"),
     Field("frozen_blocks", "frozen blocks", section="finetune", help="partial only; blank: half of them"),
@@ -82,13 +82,15 @@ EXPERIMENT_FIELDS: tuple[Field, ...] = (
         section="study",
         help="blank: pre-train a new model with the settings below",
     ),
-    Field("pretrain.dataset", "source data set", "select", choices=_names(DatasetName), section="pretrain"),
+    Field(
+        "pretrain.dataset", "source data set", "select", choices=_names(BuiltinDataset), section="pretrain"
+    ),
     Field("pretrain.model", "architecture", "select", choices=_names(Architecture), section="pretrain"),
     *_hyperparameter_fields("pretrain.hyperparameters.", "pretrain"),
     Field(
         "pretrain.data.image_size", "image size", section="pretrain", placeholder=_default(DATA, "image_size")
     ),
-    Field("dataset", "target data set", "select", choices=_names(DatasetName), section="fine-tunes"),
+    Field("dataset", "target data set", "select", choices=_names(BuiltinDataset), section="fine-tunes"),
     Field("strategies", "strategies", "choices", choices=_names(Strategy), section="fine-tunes"),
     Field(
         "frozen_blocks",

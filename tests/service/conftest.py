@@ -36,14 +36,16 @@ def _reset() -> None:
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Settings]:
-    """Point TRANSFERLAB_HOME at tmp_path (no other TRANSFERLAB_ variable leaks in); call
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_data_root: Path) -> Callable[..., Settings]:
+    """Point TRANSFERLAB_HOME at tmp_path and the data root at the tiny data root (jobs are refused
+    when their data is absent; no other TRANSFERLAB_ variable leaks in); call
     env(MAX_UPLOAD_BYTES=2048, ...) to change settings within a test."""
     for name in list(os.environ):
         if name.startswith("TRANSFERLAB_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)  # Settings reads ./.env: make sure there is none
     monkeypatch.setenv("TRANSFERLAB_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TRANSFERLAB_DATA_DIR", str(tiny_data_root))
 
     def set_env(**values: Any) -> Settings:
         for key, value in values.items():

@@ -173,6 +173,7 @@ def test_openapi_has_title_version_description_and_tags(openapi):
         "health",
         "experiments",
         "artifacts",
+        "datasets",
     }
     for path, operations in openapi["paths"].items():
         for operation in operations.values():

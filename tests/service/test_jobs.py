@@ -85,7 +85,7 @@ def test_finetune_copies_the_source_architecture(client, enqueued, make_job, mak
 @pytest.mark.parametrize(
     ("patch", "field", "allowed"),
     [
-        ({"dataset": "imagenet"}, "dataset", "'stl10', 'mnist', 'fashion_mnist' or 'cifar10'"),
+        ({"dataset": "imagenet"}, "dataset", "choose one of stl10, mnist, fashion_mnist, cifar10"),
         ({"model": "vit_b_16"}, "model", "'simple_cnn', 'resnet18', 'mobilenet_v3_small'"),
         ({"hyperparameters": {"lr": 0}}, "lr", "greater than 0"),
         ({"hyperparameters": {"lr": -0.1}}, "lr", "greater than 0"),

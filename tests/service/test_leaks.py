@@ -28,6 +28,12 @@ def missing_data(folder: Path) -> str:
     )
 
 
+@pytest.fixture(autouse=True)
+def default_data_root(env) -> None:
+    """These errors name the default data root, $TRANSFERLAB_HOME/data, not the tiny one."""
+    env(DATA_DIR=None)
+
+
 def assert_no_server_path(text: str, tmp_path: Path) -> None:
     assert str(tmp_path) not in text and str(tmp_path.resolve()) not in text, text
 
@@ -35,7 +41,9 @@ def assert_no_server_path(text: str, tmp_path: Path) -> None:
 # ---------------------------------------------------------------- stored errors
 
 
-def test_a_job_error_names_a_server_folder_by_its_setting(client, settings, make_job, tmp_path):
+def test_a_job_error_names_a_server_folder_by_its_setting(
+    default_data_root, client, settings, make_job, tmp_path
+):
     job = make_job(status=JobStatus.failed, error=missing_data(settings.data_root / "mnist"))
 
     error = client.get(f"/jobs/{job.id}").json()["error"]
@@ -69,9 +77,11 @@ def test_job_errors_are_redacted_in_the_list_too(client, settings, make_job, tmp
     assert_no_server_path(listed["error"], tmp_path)
 
 
-def test_a_broker_refusal_shows_neither_its_url_nor_its_host(app, client, session):
+def test_a_broker_refusal_shows_neither_its_url_nor_its_host(app, client, session, env, tiny_data_root):
     def refuse(job_id: str) -> None:
         raise ConnectionError(BROKER_ERROR)
+
+    env(DATA_DIR=tiny_data_root)  # a job is sent only when its data is there
 
     app.dependency_overrides[deps.get_enqueue] = lambda: refuse
 
