@@ -19,6 +19,7 @@ from core import migrate
 from core.db import get_engine, get_sessionmaker, reset_caches
 from core.models import Checkpoint, Job, JobStatus
 from core.settings import Settings, get_settings
+from engine.data.cache import CACHE_FOLDER
 from service import deps
 from service.inference import get_predictor_cache
 from service.main import create_app
@@ -35,6 +36,17 @@ def _reset() -> None:
     get_predictor_cache.cache_clear()
 
 
+def own_data_root(folder: Path, shared: Path) -> Path:
+    """A data root of this test's own whose entries link to the session's tiny data (and its decoded
+    cache): what a test writes there (weights, folder data sets, uploads) stays with the test."""
+    (shared / CACHE_FOLDER).mkdir(exist_ok=True)  # linked, so every test reuses one decode
+    folder.mkdir(parents=True)
+    for entry in shared.iterdir():
+        if entry.name not in ("weights", "folders"):
+            (folder / entry.name).symlink_to(entry)
+    return folder
+
+
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_data_root: Path) -> Callable[..., Settings]:
     """Point TRANSFERLAB_HOME at tmp_path and the data root at the tiny data root (jobs are refused
@@ -45,7 +57,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_data_root: Path) -
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)  # Settings reads ./.env: make sure there is none
     monkeypatch.setenv("TRANSFERLAB_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("TRANSFERLAB_DATA_DIR", str(tiny_data_root))
+    monkeypatch.setenv("TRANSFERLAB_DATA_DIR", str(own_data_root(tmp_path / "tiny-data", tiny_data_root)))
 
     def set_env(**values: Any) -> Settings:
         for key, value in values.items():
