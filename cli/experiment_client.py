@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="quick",
         help="seed: resnet18 at 96x96, full data, the seed's sweep (GPU); quick: simple_cnn at 32x32, "
         "minutes on a CPU (default); study: all of MNIST, 3 seeds, baselines, layer probes and the "
-        "transferability curve (about 30 min on 2 CPU cores); smoke, study-smoke: for tests",
+        "transferability curve (16 min on 2 CPU cores); smoke, study-smoke: for tests",
     )
     parser.add_argument("--name", help="the experiment's name (default: the preset's)")
     parser.add_argument("--pretrained-job", help="reuse this succeeded pretrain job instead of pre-training")

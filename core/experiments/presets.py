@@ -54,11 +54,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # its random-weight control: 58 jobs. lr 0.003 was the better of the quick study's two for every
     # strategy. The linear probes (linear, the layer probes, pixels) read cached features, so they get
     # 10 epochs and stop on validation after 2 without improvement; the fine-tunes train 2 epochs.
-    # Estimated, not yet measured in full: about 29 min on 2 idle CPU cores, from the quick study's
-    # seconds a training image and epoch (full 0.83 ms, partial-2 0.41 ms; partial-1 and -3 scaled by
-    # the FLOPs they train; all x 0.75 for channels-last, which took the quick study from 163 to 121 s):
-    # 18 min of fine-tunes and controls, 6 of linear runs, probes and pixels, 4 of tests and per-job
-    # overheads. core/budgets.py estimates its 58 jobs at 6.2e14 FLOPs (linear counted as trained).
+    # Measured: 954 s for the 58 jobs on 2 idle CPU cores (Intel Xeon with AMX, one worker, where the
+    # calibration chose bf16), docs/results-study.md; estimated beforehand at 29 min from the quick
+    # study's fp32 pace. core/budgets.py estimates its 58 jobs at 6.2e14 FLOPs (linear counted as trained).
     "study": {
         "name": "CPU study (simple_cnn, 32x32, all of MNIST, 3 seeds)",
         "pretrain": STL10_PRETRAIN_32,

@@ -561,7 +561,7 @@ def _summary_table(f: _Facts) -> Table:
                 seconds(s.train_seconds_mean, unit=False),
                 points(s.transfer_gain_mean, missing="", unit=False),
                 "" if s.transfer_gain_ci95 is None else f"{100 * s.transfer_gain_ci95:.2f}",
-                "" if s.epochs_run_mean is None else f"{s.epochs_run_mean:g}",
+                "" if s.epochs_run_mean is None else f"{s.epochs_run_mean:.3g}",
             ]
             for s in f.comparison.summary
         ],

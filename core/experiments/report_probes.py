@@ -84,7 +84,7 @@ def _probe_table(rows: list[LayerProbeRow]) -> Table:
                 _cell(r.accuracy_random, r.accuracy_random_ci95),
                 points(r.gain_mean, unit=False)
                 + ("" if r.gain_ci95 is None else f" ± {100 * r.gain_ci95:.2f}"),
-                "" if r.epochs_run_mean is None else f"{r.epochs_run_mean:g}",
+                "" if r.epochs_run_mean is None else f"{r.epochs_run_mean:.3g}",
             ]
             for r in rows
         ],
