@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
@@ -33,7 +34,17 @@ def _responses(what: str) -> Responses:
     }
 
 
-def _answer(deleted: Deleted, cache: PredictorCacheDep) -> Response:
+def _answer(
+    delete: Callable[[], Deleted | None], what: str, what_id: str, cache: PredictorCacheDep
+) -> Response:
+    """Run the deletion and answer it: 409 when refused, 404 when absent, else 204 with the bytes
+    freed, after the API forgets the deleted checkpoints (its model cache, predict's lookups)."""
+    try:
+        deleted = delete()
+    except DeletionRefused as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    if deleted is None:
+        raise not_found(what, what_id)
     for checkpoint_id, job_id in deleted.checkpoints:
         forget_checkpoint(checkpoint_id, job_id)
         cache.forget(checkpoint_id)
@@ -53,13 +64,7 @@ def delete_job_route(
     force: Annotated[bool, FORCE] = False,
 ) -> Response:
     """Delete an ended job: its checkpoint, resume state, plots, log and rows."""
-    try:
-        deleted = delete_job(session, settings, job_id, force=force)
-    except DeletionRefused as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
-    if deleted is None:
-        raise not_found("job", job_id)
-    return _answer(deleted, cache)
+    return _answer(lambda: delete_job(session, settings, job_id, force=force), "job", job_id, cache)
 
 
 @router.delete(
@@ -76,10 +81,5 @@ def delete_experiment_route(
     force: Annotated[bool, FORCE] = False,
 ) -> Response:
     """Delete an ended experiment with its jobs (a reused pre-train is not one of them) and plots."""
-    try:
-        deleted = delete_experiment(session, settings, experiment_id, force=force)
-    except DeletionRefused as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
-    if deleted is None:
-        raise not_found("experiment", experiment_id)
-    return _answer(deleted, cache)
+    delete = lambda: delete_experiment(session, settings, experiment_id, force=force)  # noqa: E731
+    return _answer(delete, "experiment", experiment_id, cache)
