@@ -121,7 +121,10 @@ def grid_points(a: argparse.Namespace) -> list[tuple[int, int, str]]:
         return [(a.image_sizes[0] if a.image_size_given else QUICK_POINT[0],
                  a.train_images[0] if a.train_images_given else QUICK_POINT[1],
                  a.strategies[0] if a.strategies_given else QUICK_POINT[2])]  # fmt: skip
-    return list(itertools.product(a.image_sizes, a.train_images, a.strategies))
+    grid = itertools.product(a.image_sizes, a.train_images, a.strategies)
+    # Cheapest first (pixels times images, linear before the others): what a stopped run leaves is
+    # the most points, and the slowest ones come last.
+    return sorted(grid, key=lambda p: (p[0] ** 2 * p[1], STRATEGIES.index(p[2])))
 
 
 def _ints(text: str) -> list[int]:
@@ -186,26 +189,29 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     runs: dict[tuple[int, int, str, str], list[dict]] = {}
+    done: list[tuple[int, int, str]] = []
     with tempfile.TemporaryDirectory(prefix="bench-grid-") as tmp:
         source = Path(a.source) if a.source else make_source(
             root, Path(tmp) / "source", "resnet18", 64, 1, a.pretrain_samples, a.batch_size, device
         )  # fmt: skip
         cache = None if a.no_calibration_cache else str(Path(tmp) / "calibration.json")
         lr = Hyperparameters().lr
-        for r in range(a.repeats):
-            for size, images, strategy in points:
-                phase = plan_phases(FinetuneSpec(strategy=strategy), "resnet18")[0]
-                shared = {
-                    "data_root": str(root), "source": str(source), "strategy": strategy, "epochs": a.epochs,
-                    "batch_size": a.batch_size, "lr": lr, "seed": 0, "image_size": size,
-                    "train_samples": images, "test_samples": a.test_samples, "val_fraction": a.val_fraction,
-                    "device": device,
-                }  # fmt: skip
-                kwargs = {
-                    "ours": {**shared, "calibration_cache": cache},
-                    "textbook": {**shared, "frozen_blocks": phase.frozen_blocks,
-                                 "extractor_lr_factor": phase.extractor_lr_factor, "workers": workers},
-                }  # fmt: skip
+        # Point by point, cheapest first, the report rewritten after each: a grid that takes hours keeps
+        # every point it finished when it is stopped. Within a point the side that goes first alternates.
+        for size, images, strategy in points:
+            phase = plan_phases(FinetuneSpec(strategy=strategy), "resnet18")[0]
+            shared = {
+                "data_root": str(root), "source": str(source), "strategy": strategy, "epochs": a.epochs,
+                "batch_size": a.batch_size, "lr": lr, "seed": 0, "image_size": size,
+                "train_samples": images, "test_samples": a.test_samples, "val_fraction": a.val_fraction,
+                "device": device,
+            }  # fmt: skip
+            kwargs = {
+                "ours": {**shared, "calibration_cache": cache},
+                "textbook": {**shared, "frozen_blocks": phase.frozen_blocks,
+                             "extractor_lr_factor": phase.extractor_lr_factor, "workers": workers},
+            }  # fmt: skip
+            for r in range(a.repeats):
                 order = ("ours", "textbook") if r % 2 == 0 else ("textbook", "ours")
                 for side in order:
                     result = timed_child(TARGETS[side], kwargs[side])
@@ -216,37 +222,48 @@ def main(argv: list[str] | None = None) -> int:
                         f"process  acc {result['test_accuracy']:.4f}",
                         flush=True,
                     )
-    rows, verdicts, all_pass = [], [], True
-    for size, images, strategy in points:
-        ours, tb = (runs[(size, images, strategy, s)] for s in ("ours", "textbook"))
-        med = {side: {k: median_of(v, k) for k in ("process_seconds", "images_per_second", "test_accuracy")}
-               for side, v in (("ours", ours), ("textbook", tb))}  # fmt: skip
-        v = verdict(strategy, a.epochs, med["ours"], med["textbook"], gpu)
-        all_pass = all_pass and v["result"] == "PASS"
-        verdicts.append({"image_size": size, "train_images": images, "strategy": strategy, **med, **v})
-        rows.append([size, images, strategy,
-                     f"{med['ours']['process_seconds']:.1f} / {med['textbook']['process_seconds']:.1f}",
-                     f"{v['whole']:.2f}x (>= {v['need_whole']:.1f})",
-                     f"{med['ours']['images_per_second']:.0f} / {med['textbook']['images_per_second']:.0f}",
-                     f"{v['training']:.2f}x (>= {v['need_training']:.1f})",
-                     f"{100 * (med['ours']['test_accuracy'] - med['textbook']['test_accuracy']):+.2f}",
-                     v["result"]])  # fmt: skip
+            done.append((size, images, strategy))
+            if a.out:
+                write_report(Path(a.out), a, device, runs, summarise(done, runs, a.epochs, gpu))
+    verdicts = summarise(done, runs, a.epochs, gpu)
+    rows = [[v["image_size"], v["train_images"], v["strategy"],
+             f"{v['ours']['process_seconds']:.1f} / {v['textbook']['process_seconds']:.1f}",
+             f"{v['whole']:.2f}x (>= {v['need_whole']:.1f})",
+             f"{v['ours']['images_per_second']:.0f} / {v['textbook']['images_per_second']:.0f}",
+             f"{v['training']:.2f}x (>= {v['need_training']:.1f})",
+             f"{100 * (v['ours']['test_accuracy'] - v['textbook']['test_accuracy']):+.2f}",
+             v["result"]] for v in verdicts]  # fmt: skip
     print(f"\nmedians of {a.repeats} run(s) per side, {device}:")
     header = ("px", "images", "strategy", "process s ours / tb", "whole", "img/s ours / tb", "training",
               "acc ours-tb (pts)", "")  # fmt: skip
     print(table(rows, header))
     passed = sum(v["result"] == "PASS" for v in verdicts)
+    all_pass = passed == len(verdicts)
     print(f"\n{'PASS' if all_pass else 'FAIL'}: {passed} of {len(verdicts)} points")
-    if a.out:
-        report = {
-            "machine": machine_line(device),
-            "cpu": cpu_header(),
-            "arguments": vars(a),
-            "runs": {"/".join(map(str, k)): v for k, v in runs.items()},
-            "verdicts": verdicts,
-        }
-        Path(a.out).write_text(json.dumps(report, indent=2))
     return 0 if all_pass else 1
+
+
+def summarise(points: list[tuple[int, int, str]], runs: dict, epochs: int, gpu: bool) -> list[dict]:
+    """Each finished point's medians per side and its verdict."""
+    verdicts = []
+    for size, images, strategy in points:
+        med = {side: {k: median_of(runs[(size, images, strategy, side)], k)
+                      for k in ("process_seconds", "images_per_second", "test_accuracy")}
+               for side in ("ours", "textbook")}  # fmt: skip
+        v = verdict(strategy, epochs, med["ours"], med["textbook"], gpu)
+        verdicts.append({"image_size": size, "train_images": images, "strategy": strategy, **med, **v})
+    return verdicts
+
+
+def write_report(out: Path, a: argparse.Namespace, device: str, runs: dict, verdicts: list[dict]) -> None:
+    report = {
+        "machine": machine_line(device),
+        "cpu": cpu_header(),
+        "arguments": vars(a),
+        "runs": {"/".join(map(str, k)): v for k, v in runs.items()},
+        "verdicts": verdicts,
+    }
+    out.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

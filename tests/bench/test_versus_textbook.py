@@ -32,3 +32,11 @@ def test_on_a_gpu_partial_and_full_need_5x():
 def test_quick_is_one_point_and_the_grid_is_every_combination():
     assert grid_points(parse(["--quick"])) == [(32, 1000, "linear")]
     assert len(grid_points(parse([]))) == 27
+
+
+def test_the_grid_runs_cheapest_first_so_a_stopped_run_keeps_the_most_points():
+    points = grid_points(parse([]))
+    assert points[:3] == [(32, 1000, "linear"), (32, 1000, "partial"), (32, 1000, "full")]
+    assert points[-1] == (96, 10000, "full")
+    costs = [size**2 * images for size, images, _ in points]
+    assert costs == sorted(costs)
