@@ -34,7 +34,9 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from core import persist
+from core.cost_record import FILE_NAME as COST_FILE
 from core.job_logs import LOG_SUFFIX, job_log_path, job_logs_dir
+from core.job_plots import EXAMPLES_FILE
 from core.jobs import delete_ended, detach_dependents
 from core.models import (
     EXPERIMENT_TERMINAL,
@@ -50,6 +52,7 @@ from core.settings import Settings
 log = logging.getLogger(__name__)
 
 ACTIVE_EXPERIMENT = "pretraining", "running"
+JOB_DATA_FILES = (COST_FILE, EXAMPLES_FILE)  # files in a job's artifact folder that no Artifact row names
 
 
 class DeletionRefused(Exception):
@@ -306,6 +309,8 @@ def collect_garbage(
                 garbage += [folder] if old(folder) else []
                 continue
             for path in _children(folder):
+                if owner_kind == "jobs" and path.name in JOB_DATA_FILES:
+                    continue  # a live job's data with no Artifact row: its phase split, its example images
                 if f"{owner_kind}/{folder.name}/{path.name}" not in artifact_paths and old(path):
                     garbage.append(path)  # a plot replaced or left by a failed write
     for path in _children(job_logs_dir(settings)):

@@ -43,6 +43,7 @@ from core.datasets import folder_limits
 from core.db import get_sessionmaker
 from core.experiments.orchestrate import notify_job_finished
 from core.job_logs import capture_job_log
+from core.job_plots import pick_examples_safely, save_examples
 from core.jobs import ClaimOutcome, Lease, claim_job, finish, release
 from core.logs import job_context
 from core.models import Checkpoint, Job, JobStatus
@@ -57,7 +58,6 @@ from engine.spec import FinetuneSpec, JobSpec, PretrainSpec
 from worker.celery_app import celery_app
 from worker.hooks import JobHooks
 from worker.lease import LeaseKeeper, StopReason
-from worker.plots import render_job_plots_safely, save_job_plots
 from worker.reaper import start_reaper
 
 log = logging.getLogger(__name__)
@@ -299,24 +299,26 @@ class ClaimedRun:
             folder_limits=folder_limits(self.settings),
         )
 
-    def phase_seconds(self, engine: dict[str, float], plots_seconds: float, record_seconds: float) -> dict:
+    def phase_seconds(self, engine: dict[str, float], examples_seconds: float, record_seconds: float) -> dict:
         """The engine's phases with the worker's around them: startup (claim, spec, lease, up to the
-        engine), plots, record (the final write), other (what no phase names), total (the delivery)."""
+        engine), examples (the test images the plots will show), record (the final write), other
+        (what no phase names), total (the delivery)."""
         now = time.perf_counter()
         phases = {k: v for k, v in engine.items() if k != "engine_total"}
         phases["startup"] = (self.engine_started or self.started) - self.started
-        phases["plots"], phases["record"] = plots_seconds, record_seconds
+        phases["examples"], phases["record"] = examples_seconds, record_seconds
         phases["total"] = now - self.started
         phases["other"] = max(phases["total"] - sum(v for k, v in phases.items() if k != "total"), 0.0)
         return {k: round(v, 4) for k, v in phases.items()}
 
     def finish_succeeded(self, result: RunResult) -> RunOutcome:
-        """Plots drawn first (no lock held), then one transaction: the final status, the rows, the
-        checkpoint folder renamed into place, the plots stored; all of it or nothing."""
+        """The plots' example images picked first (no lock held), then one transaction: the final
+        status, the rows, the checkpoint folder renamed into place, the examples stored; all of it or
+        nothing. The plots themselves are drawn on their first look (core/job_plots.py)."""
         job_id = self.lease.job_id
         with self._session() as session:
-            drawing = time.perf_counter()
-            plots = render_job_plots_safely(session, job_id, self.settings, result.evaluation, result.epochs)
+            picking = time.perf_counter()
+            examples = pick_examples_safely(session, self.settings, job_id, result.evaluation)
             recording = time.perf_counter()
             status = finish(
                 session,
@@ -349,11 +351,11 @@ class ClaimedRun:
                 meta=result.checkpoint.meta,
             )
             try:
-                save_job_plots(session, self.settings, job_id, plots)
+                save_examples(self.settings, job_id, examples)
             except OSError:  # a full disk loses the pictures, not the job
-                log.exception("job %s: could not store its plots", job_id)
+                log.exception("job %s: could not store its example images", job_id)
             phases = self.phase_seconds(
-                result.cost.phase_seconds, recording - drawing, time.perf_counter() - recording
+                result.cost.phase_seconds, recording - picking, time.perf_counter() - recording
             )
             try:
                 write_cost_details(

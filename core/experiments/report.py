@@ -35,8 +35,9 @@ from core.experiments.compare import (
 from core.experiments.plan import IMAGENET_SUFFIX
 from core.experiments.schemas import Comparison, ComparisonRow, ExperimentCreate, SummaryRow
 from core.experiments.table import REPORT_STYLE, comparison_cells, count, mib, pct, points, seconds
+from core.job_plots import draw_missing_job_plots
 from core.models import Artifact, Evaluation, Experiment, Job, JobRole, JobStatus, utcnow
-from core.settings import Settings
+from core.settings import Settings, get_settings
 
 # The official labelled splits (seed section 2; CIFAR-10 and Fashion-MNIST from their papers).
 OFFICIAL_SIZES = {
@@ -155,13 +156,16 @@ def _gather(session: Session, experiment: Experiment) -> _Facts:
     ids = [r.job_id for r in rows]
     evaluations = {e.job_id: e for e in session.scalars(select(Evaluation).where(Evaluation.job_id.in_(ids)))}
     owners = [*ids, experiment.pretrain_job_id or ""]
+    chosen = [r for r in rows if r.chosen]
+    settings = get_settings()
+    for job in session.scalars(select(Job).where(Job.id.in_([r.job_id for r in chosen]))):
+        draw_missing_job_plots(session, settings, job)  # the plots section shows theirs: drawn on first look
     artifacts = {
         (a.job_id, a.name): a for a in session.scalars(select(Artifact).where(Artifact.job_id.in_(owners)))
     }
     experiment_artifacts = {
         a.name: a for a in session.scalars(select(Artifact).where(Artifact.experiment_id == experiment.id))
     }
-    chosen = [r for r in rows if r.chosen]
     pretrain = comparison.pretrain
     return _Facts(
         session=session,

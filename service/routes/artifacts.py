@@ -9,6 +9,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from core.artifacts import artifact_file
+from core.job_plots import draw_missing_job_plots
 from core.models import Artifact, Experiment, Job
 from service.deps import SessionDep, SettingsDep
 from service.errors import Responses, get_or_404
@@ -65,9 +66,10 @@ def _experiment(session: SessionDep, experiment_id: str) -> Experiment:
 
 
 @router.get("/jobs/{job_id}/artifacts", response_model=ArtifactList, responses=NOT_FOUND)
-def list_job_artifacts(session: SessionDep, job_id: str) -> ArtifactList:
-    """A job's plots: confusion matrix, correct and misclassified test images, loss/accuracy curves."""
-    _job(session, job_id)
+def list_job_artifacts(session: SessionDep, settings: SettingsDep, job_id: str) -> ArtifactList:
+    """A job's plots: confusion matrix, correct and misclassified test images, loss/accuracy curves.
+    A succeeded job's are drawn at its first listing (a fraction of a second), then served as files."""
+    draw_missing_job_plots(session, settings, _job(session, job_id))
     return _list(session, Artifact.job_id == job_id, f"/jobs/{job_id}/artifacts")
 
 
@@ -75,8 +77,8 @@ def list_job_artifacts(session: SessionDep, job_id: str) -> ArtifactList:
     "/jobs/{job_id}/artifacts/{name}", response_class=FileResponse, responses={**PNG_RESPONSE, **NOT_FOUND}
 )
 def get_job_artifact(session: SessionDep, settings: SettingsDep, job_id: str, name: str) -> FileResponse:
-    """One of a job's artifacts, by the name its list gives."""
-    _job(session, job_id)
+    """One of a job's artifacts, by the name its list gives (drawn now if this is its first look)."""
+    draw_missing_job_plots(session, settings, _job(session, job_id))
     return _file(session, settings, Artifact.job_id == job_id, name, f"job {job_id!r}")
 
 

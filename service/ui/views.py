@@ -26,6 +26,7 @@ from core.models import (
     Job,
     JobStatus,
 )
+from core.settings import get_settings
 from service.experiment_schemas import ExperimentPublic
 from service.lru import LRU
 from service.routes import artifacts as artifact_routes
@@ -215,7 +216,9 @@ def job_results(session: Session, job: JobPublic, metrics: MetricsPublic) -> dic
         "curves": curves(metrics.epochs),
         "matrix": shaded_matrix(evaluation.confusion_matrix) if evaluation else None,
         "labels": [c.label for c in evaluation.per_class] if evaluation else [],
-        "artifacts": artifact_routes.list_job_artifacts(session=session, job_id=job.id).data,
+        "artifacts": artifact_routes.list_job_artifacts(
+            session=session, settings=get_settings(), job_id=job.id
+        ).data,
     }
 
 

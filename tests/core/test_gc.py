@@ -78,6 +78,8 @@ def test_gc_removes_what_no_live_row_needs_and_keeps_the_rest(settings, sessions
         ),
         make_file(checkpoints / "kept-checkpoint" / "model.safetensors"),
         make_file(artifacts / "jobs" / kept / "curves.png"),
+        make_file(artifacts / "jobs" / kept / "cost.json"),  # its phase split: no Artifact row names it
+        make_file(artifacts / "jobs" / kept / "examples.safetensors"),  # what its grids will show
         make_file(job_log_path(settings, ended)),
         make_file(checkpoints / "just-renamed-into-place" / "model.safetensors", age_seconds=0),
     ]

@@ -1,5 +1,5 @@
-"""Artifacts: a job's four plots written from its rows and the engine's Evaluation, an experiment's
-three, listed and served by name (never by a path from the client)."""
+"""Artifacts: a job's four plots, drawn at their first look from its rows and the test images its
+worker kept; an experiment's three; listed and served by name (never by a path from the client)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ import io
 import pytest
 import torch
 from PIL import Image
+from sqlalchemy import func, select
 
 from core.artifacts import JOB_ARTIFACTS, save_artifact
+from core.job_plots import examples_path, load_examples, pick_examples, save_examples
 from core.models import Artifact, EpochMetric, Evaluation, JobStatus
 from core.settings import get_settings
+from engine.datasets import load_split
 from engine.evaluate import evaluate_predictions
-from engine.results import EpochMetrics as EngineEpoch
 from tests.experiments.conftest import create, store_results
-from worker.plots import write_job_plots
 
 
 def assert_png(data: bytes) -> Image.Image:
@@ -47,14 +48,18 @@ def mnist_job(env, settings, tiny_data_root, make_job, session):
     return job, evaluation
 
 
-def test_a_job_gets_four_png_plots(client, mnist_job, session):
+def keep_examples(session, job, evaluation) -> None:
+    """What the worker does as the job ends: keep the test images its grids will show."""
+    save_examples(get_settings(), job.id, pick_examples(session, get_settings(), job.id, evaluation))
+
+
+def test_a_job_gets_four_png_plots_drawn_at_its_first_listing(client, mnist_job, session):
     job, evaluation = mnist_job
+    keep_examples(session, job, evaluation)
+    assert session.scalar(select(func.count()).select_from(Artifact)) == 0  # nothing drawn in the job
 
-    rows = write_job_plots(session, job.id, get_settings(), evaluation)
-    session.commit()
-
-    assert sorted(r.name for r in rows) == sorted(JOB_ARTIFACTS)
     listing = client.get(f"/jobs/{job.id}/artifacts").json()
+
     assert listing["count"] == 4
     for item in listing["data"]:
         response = client.get(item["url"])
@@ -65,10 +70,16 @@ def test_a_job_gets_four_png_plots(client, mnist_job, session):
     assert {i["url"] for i in listing["data"]} == {f"/jobs/{job.id}/artifacts/{n}" for n in JOB_ARTIFACTS}
 
 
+def test_a_plot_asked_for_by_name_before_any_listing_is_drawn_too(client, mnist_job, session):
+    job, evaluation = mnist_job
+    keep_examples(session, job, evaluation)
+
+    assert_png(client.get(f"/jobs/{job.id}/artifacts/confusion_matrix.png").content)
+
+
 def test_the_example_grids_show_test_images_as_the_model_saw_them(client, mnist_job, session):
     job, evaluation = mnist_job
-    write_job_plots(session, job.id, get_settings(), evaluation)
-    session.commit()
+    keep_examples(session, job, evaluation)
 
     wrong = Image.open(io.BytesIO(client.get(f"/jobs/{job.id}/artifacts/misclassified.png").content))
     right = Image.open(io.BytesIO(client.get(f"/jobs/{job.id}/artifacts/correct.png").content))
@@ -76,47 +87,70 @@ def test_the_example_grids_show_test_images_as_the_model_saw_them(client, mnist_
     assert wrong.size[0] > 600 and right.size[0] > 600  # 8 columns of captioned images
 
 
-def test_the_worker_can_write_them_from_the_run_result_before_the_results_are_stored(
+def test_the_worker_keeps_16_right_and_16_wrong_test_images_with_their_labels(
     env, settings, tiny_data_root, make_job, session
 ):
     env(DATA_DIR=str(tiny_data_root))
     job = make_job(status=JobStatus.running, kind="finetune", dataset="mnist")
     labels = torch.arange(50) % 10
+    predicted = torch.where(torch.arange(50) < 25, labels, (labels + 1) % 10)  # half right, half wrong
     evaluation = evaluate_predictions(
-        torch.eye(10)[labels] * 3, labels, [str(d) for d in range(10)], torch.arange(50)
+        torch.eye(10)[predicted] * 3, labels, [str(d) for d in range(10)], torch.arange(50)
     )
-    epochs = [
-        EngineEpoch(1, "train", 2.0, 0.4, 0.001, 1.0, 90.0),
-        EngineEpoch(1, "val", 2.1, 0.3, 0.001, 0.1, 100.0),
-    ]
 
-    rows = write_job_plots(session, job.id, get_settings(), evaluation, epochs)
+    keep_examples(session, job, evaluation)
 
-    assert sorted(r.name for r in rows) == sorted(JOB_ARTIFACTS)
+    kept = load_examples(get_settings(), job.id)
+    assert kept is not None
+    assert kept["correct_images"].shape == (16, 1, 28, 28) and kept["misclassified_images"].shape == (
+        16,
+        1,
+        28,
+        28,
+    )
+    assert (kept["correct_true"] == kept["correct_predicted"]).all()
+    assert (kept["misclassified_true"] != kept["misclassified_predicted"]).all()
+    assert sorted(set(kept["correct_true"].tolist())) == list(range(10))  # round-robin over the classes
+    test_images = load_split("mnist", "test", tiny_data_root).images
+    assert (kept["correct_images"][0] == test_images[0].numpy()).all()
 
 
-def test_without_the_engines_evaluation_only_the_stored_plots_are_made(mnist_job, session):
+def test_without_kept_examples_only_the_plots_from_stored_rows_are_drawn(client, mnist_job):
     job, _ = mnist_job
 
-    rows = write_job_plots(session, job.id, get_settings())
+    names = [i["name"] for i in client.get(f"/jobs/{job.id}/artifacts").json()["data"]]
 
-    assert sorted(r.name for r in rows) == ["confusion_matrix.png", "curves.png"]
+    assert names == ["confusion_matrix.png", "curves.png"]
 
 
-def test_writing_again_replaces_the_files_and_rows(mnist_job, session, count_rows):
+def test_an_examples_file_that_is_not_ours_is_ignored(client, settings, mnist_job):
+    job, _ = mnist_job
+    path = examples_path(settings, job.id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x80\x04 not safetensors")
+
+    listing = client.get(f"/jobs/{job.id}/artifacts")
+
+    assert listing.status_code == 200 and listing.json()["count"] == 2
+
+
+def test_a_second_look_draws_nothing_again(client, mnist_job, session, count_rows):
     job, evaluation = mnist_job
-    write_job_plots(session, job.id, get_settings(), evaluation)
-    session.commit()
-    write_job_plots(session, job.id, get_settings(), evaluation)
-    session.commit()
+    keep_examples(session, job, evaluation)
+    client.get(f"/jobs/{job.id}/artifacts")
+    first = {p.name: p.stat().st_mtime_ns for p in examples_path(get_settings(), job.id).parent.glob("*.png")}
+
+    client.get(f"/jobs/{job.id}/artifacts")
 
     assert count_rows(Artifact) == 4
+    assert {
+        p.name: p.stat().st_mtime_ns for p in examples_path(get_settings(), job.id).parent.glob("*.png")
+    } == first
 
 
-def test_a_job_without_results_has_no_artifacts(client, make_job, session):
+def test_a_job_that_has_not_succeeded_has_no_artifacts(client, make_job, session):
     job = make_job()
 
-    assert write_job_plots(session, job.id, get_settings()) == []
     assert client.get(f"/jobs/{job.id}/artifacts").json() == {"data": [], "count": 0}
 
 

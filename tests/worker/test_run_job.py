@@ -92,7 +92,7 @@ def test_a_job_records_its_phase_split_in_its_cost_record(pretrained, settings):
     assert details is not None
     phases = details["phase_seconds"]
     named = ("startup", "model", "data", "calibration", "train", "validate", "evaluate", "checkpoint")
-    for name in (*named, "plots", "record", "other", "total"):
+    for name in (*named, "examples", "record", "other", "total"):
         assert phases[name] >= 0, name
     parts = sum(v for k, v in phases.items() if k != "total")
     assert parts == pytest.approx(phases["total"], rel=0.01, abs=0.01)
@@ -300,15 +300,15 @@ def test_a_cancel_accepted_before_the_final_write_wins_over_success(
     data, settings, sessions, make_job, job_reader, monkeypatch
 ):
     job_id = make_job(spec=pretrain_spec(epochs=1))
-    render = tasks.render_job_plots_safely
+    pick = tasks.pick_examples_safely
 
-    def cancel_while_drawing(*args, **kwargs):
+    def cancel_while_picking(*args, **kwargs):
         with sessions() as session:  # POST /jobs/{id}/cancel answered 202 just now
             session.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))
             session.commit()
-        return render(*args, **kwargs)
+        return pick(*args, **kwargs)
 
-    monkeypatch.setattr(tasks, "render_job_plots_safely", cancel_while_drawing)
+    monkeypatch.setattr(tasks, "pick_examples_safely", cancel_while_picking)
     assert tasks.run_job(job_id) == "cancelled"
     assert job_reader(job_id).status == "cancelled"
     assert rows(sessions, Checkpoint, job_id) == 0
