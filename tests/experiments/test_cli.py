@@ -30,7 +30,8 @@ def run(*argv: str) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize(
-    "preset, jobs", [("seed", 73), ("quick", 13), ("smoke", 13), ("study", 58), ("study-smoke", 39)]
+    "preset, jobs",
+    [("seed", 73), ("seed-study", 109), ("quick", 13), ("smoke", 13), ("study", 58), ("study-smoke", 39)],
 )
 def test_every_preset_is_a_valid_request(preset, jobs):
     status, text = run("--preset", preset, "--print-request")

@@ -58,3 +58,19 @@ def test_a_probe_is_estimated_as_one_forward_pass_and_a_linear_layer():
     assert probe_work < budgets.estimate_job(full, "simple_cnn").train_work / full.hyperparameters.epochs
     cache = 60_000 * budgets.PROBE_MAX_FEATURES * 4
     assert cache < budgets.estimate_job(probe, "simple_cnn").peak_memory_bytes < cache + 2**28
+
+
+def test_the_seed_scale_study_has_the_studys_options_on_resnet18_at_96_px():
+    request = ExperimentCreate.model_validate(PRESETS["seed-study"])
+    planned = plan_finetunes(request, "resnet18")
+
+    assert request.pretrain is not None and request.pretrain.model.value == "resnet18"
+    assert request.data.image_size == 96 and request.data.train_samples is None
+    assert (request.repeats, request.layer_probes, request.transferability) == (3, True, True)
+    assert {j.spec.hyperparameters.seed for j in planned} == {0, 1, 2}
+    assert {j.spec.hyperparameters.lr for j in planned if j.variant == "full"} == {0.01, 0.001}
+    assert {j.variant for j in planned} == {
+        "linear", "partial-1", "partial-2", "partial-3", "partial-4", "full", "pixels",
+        "probe-0", "probe-1", "probe-2", "probe-3", "probe-4",
+    }  # fmt: skip
+    assert budgets.check_experiment(request, planned, "resnet18", Settings()) == len(planned) + 1 <= 128
