@@ -275,7 +275,7 @@ def _job_form_context(
         "fields": forms.JOB_FIELDS,
         "values": values,
         "errors": errors or forms.FormErrors({}, []),
-        "choices": {"source": views.source_choices(session)},
+        "choices": {"source": views.source_choices(session), "dataset": views.dataset_choices()},
     }
 
 
@@ -338,7 +338,11 @@ def _experiment_form_context(
         "values": values,
         "errors": errors or forms.FormErrors({}, []),
         "preset": preset,
-        "choices": {"pretrained_job": views.source_choices(session, kind="pretrain")},
+        "choices": {
+            "pretrained_job": views.source_choices(session, kind="pretrain"),
+            "dataset": views.dataset_choices(),
+            "pretrain.dataset": views.dataset_choices(),
+        },
     }
 
 

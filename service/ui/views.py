@@ -291,6 +291,14 @@ def compare_page(session: Session, job_ids: list[str]) -> dict[str, Any]:
     }
 
 
+def dataset_choices() -> list[tuple[str, str]]:
+    """(name, label) of every data set a job can use: the built-ins, then the folder data sets found
+    under the data root (uploaded with POST /datasets or copied there), so the forms offer them too."""
+    from engine.datasets import DATASETS, dataset_names
+
+    return [(n, n if n in DATASETS else f"{n} (folder)") for n in dataset_names(get_settings().data_root)]
+
+
 def source_choices(session: Session, kind: str | None = None) -> list[tuple[str, str]]:
     """(id, label) of succeeded jobs with a checkpoint, newest first: what a fine-tune (or, kind
     pretrain, an experiment) can start from."""

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.models import EpochMetric, JobStatus
+from tests.formats import write_image_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 UI = ROOT / "service/ui"
@@ -141,6 +142,19 @@ def test_a_bad_field_gets_the_apis_own_422_message_beside_it(client, enqueued):
     assert errors["hyperparameters-lr"] == api["msg"] == "Input should be greater than 0"
     assert "valid integer" in errors["hyperparameters-epochs"]
     assert 'value="-1"' in response.text  # what was typed stays in the form
+
+
+def test_the_forms_offer_folder_data_sets_beside_the_built_ins(client, env, tmp_path):
+    root = tmp_path / "data"
+    write_image_folder(root / "folders" / "pets")
+    env(DATA_DIR=root)
+
+    for page, select in (("/ui/jobs/new", "dataset"), ("/ui/experiments/new", "pretrain.dataset")):
+        html = client.get(page).text
+        options = re.search(rf'<select id="input-{select.replace(".", "-")}"[^>]*>(.*?)</select>', html, re.S)
+        assert options is not None, page
+        assert '<option value="pets">pets (folder)</option>' in options.group(1)
+        assert '<option value="mnist"' in options.group(1)
 
 
 def test_htmx_gets_the_form_alone_back_and_a_redirect_header_on_success(client, enqueued):
