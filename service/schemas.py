@@ -27,6 +27,9 @@ class JobLinks(BaseModel):
     cancel: str = Field(description="POST here to cancel.")
     logs: str = Field(description="Its own log lines, as text.")
     source: str | None = Field(None, description="The job this one fine-tunes (finetune only).")
+    source_checkpoint: str | None = Field(
+        None, description="The checkpoint this one fine-tunes (finetune only)."
+    )
     checkpoint: str | None = Field(None, description="The trained checkpoint, once there is one.")
 
 
@@ -42,6 +45,11 @@ class JobPublic(BaseModel):
     architecture: str = Field(description="Model architecture (a fine-tune keeps its source's).")
     strategy: str | None = Field(description="Fine-tuning strategy; null for pretrain.")
     source: str | None = Field(description="Id of the job whose checkpoint is fine-tuned; null for pretrain.")
+    source_checkpoint: str | None = Field(
+        None,
+        description="Id of the checkpoint it fine-tunes: its source job's, or an imported one (which has "
+        "no job); null for pretrain, for ImageNet weights and once that checkpoint is deleted.",
+    )
     spec: dict[str, Any] = Field(
         description="The validated engine spec (PretrainSpec or FinetuneSpec), defaults filled in."
     )
@@ -83,6 +91,7 @@ class JobPublic(BaseModel):
             architecture=job.architecture,
             strategy=job.strategy,
             source=job.source_job_id,
+            source_checkpoint=job.source_checkpoint_id,
             spec=job.spec,
             progress=job.progress,
             current_epoch=job.current_epoch,
@@ -103,6 +112,9 @@ class JobPublic(BaseModel):
                 cancel=f"/jobs/{job.id}/cancel",
                 logs=f"/jobs/{job.id}/logs",
                 source=f"/jobs/{job.source_job_id}" if job.source_job_id else None,
+                source_checkpoint=f"/checkpoints/{job.source_checkpoint_id}"
+                if job.source_checkpoint_id
+                else None,
                 checkpoint=f"/checkpoints/{checkpoint_id}" if checkpoint_id else None,
             ),
         )

@@ -129,8 +129,12 @@ def test_an_imported_checkpoint_is_a_finetune_source(client, archive, enqueued):
     )
 
     assert response.status_code == 202, response.text
-    assert response.json()["architecture"] == "simple_cnn" and response.json()["source"] is None
-    assert enqueued == [response.json()["id"]]
+    job = response.json()
+    assert job["architecture"] == "simple_cnn" and job["source"] is None
+    assert job["source_checkpoint"] == imported["id"]
+    assert job["links"]["source_checkpoint"] == f"/checkpoints/{imported['id']}"
+    assert client.get(f"/jobs/{job['id']}").json()["source_checkpoint"] == imported["id"]
+    assert enqueued == [job["id"]]
 
 
 def test_an_unknown_source_checkpoint_is_404(client):

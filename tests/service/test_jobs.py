@@ -55,6 +55,7 @@ def test_pretrain_is_queued_stored_and_enqueued(client, enqueued, session):
         "cancel": f"/jobs/{job['id']}/cancel",
         "logs": f"/jobs/{job['id']}/logs",
         "source": None,
+        "source_checkpoint": None,
         "checkpoint": None,
     }
     assert response.headers["location"] == f"/jobs/{job['id']}"
