@@ -180,7 +180,9 @@ def render_job_plots(
             plots.append(RenderedPlot("curves.png", curves_png(points, f"Loss and accuracy: {label}")))
     grids = [name for name in GRIDS if name in wanted]
     examples = load_examples(settings, job.id) if grids and class_names else None
-    for name in grids if examples is not None else []:
+    for name in grids:
+        if examples is None:
+            break
         group = GRIDS[name]
         shown = len(examples[f"{group}_true"])
         title = f"{JOB_ARTIFACTS[name]}: {label} ({shown} shown)"

@@ -186,6 +186,9 @@ class Cost(Base):
     parameter_updates: Mapped[int] = mapped_column(BigInteger)
     peak_memory_bytes: Mapped[int] = mapped_column(BigInteger)
     memory_device: Mapped[str] = mapped_column(String(32))
+    # {"phase_seconds": {phase: wall seconds of the final attempt}, "numerics": how precision, layout
+    # and threads were chosen}; null for a job that finished before migration 0006 (core/cost_record.py).
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     job: Mapped[Job] = relationship(back_populates="cost")
 

@@ -74,6 +74,13 @@ def save_cost(session: Session, job_id: str, cost: dict[str, Any]) -> None:
     session.add(row)
 
 
+def save_cost_details(session: Session, job_id: str, details: dict[str, Any]) -> None:
+    """The cost row's phase split and numerics choice (the row save_cost added in this session)."""
+    row = session.get(Cost, job_id)
+    if row is not None:
+        row.details = details
+
+
 def save_checkpoint_row(
     session: Session,
     job: Job,

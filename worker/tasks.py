@@ -38,7 +38,6 @@ from sqlalchemy.orm import Session
 
 from core import persist
 from core.budgets import TimeLimit, estimate_job, time_limit
-from core.cost_record import write_cost_details
 from core.datasets import folder_limits
 from core.db import get_sessionmaker
 from core.experiments.orchestrate import notify_job_finished
@@ -357,12 +356,9 @@ class ClaimedRun:
             phases = self.phase_seconds(
                 result.cost.phase_seconds, recording - picking, time.perf_counter() - recording
             )
-            try:
-                write_cost_details(
-                    self.settings, job_id, {"phase_seconds": phases, "numerics": result.cost.numerics}
-                )
-            except OSError:  # like the plots: the split is lost, not the job
-                log.exception("job %s: could not store its phase split", job_id)
+            persist.save_cost_details(
+                session, job_id, {"phase_seconds": phases, "numerics": result.cost.numerics}
+            )
             try:
                 session.commit()
             except Exception:

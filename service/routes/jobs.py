@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from core import budgets, datasets
-from core.cost_record import read_cost_details
+from core.cost_record import read_legacy_cost_details
 from core.deletion import job_disk_bytes
 from core.jobs import CancelOutcome, cancel, create_and_send
 from core.models import Cost, EpochMetric, Evaluation, Job, JobStatus
@@ -262,7 +262,7 @@ def get_metrics(
     since_epoch: Annotated[
         int, Query(ge=0, le=1000, description="Only epochs after this one (polling: the last one you have).")
     ] = 0,
-    settings: SettingsDep = None,  # type: ignore[assignment]  # the dashboard calls it without: no phases
+    settings: SettingsDep = None,  # type: ignore[assignment]  # the dashboard calls it without
 ) -> MetricsPublic:
     """Loss and accuracy per epoch and phase (so far, while running), then evaluation and cost.
     Polling a running job: pass `since_epoch` (or follow GET /jobs/{id}/events instead)."""
@@ -277,8 +277,10 @@ def get_metrics(
     metrics = MetricsPublic.model_validate(
         {"epochs": epochs, "evaluation": evaluation, "cost": cost}, from_attributes=True
     )
-    if metrics.cost is not None and settings is not None:
-        details = read_cost_details(settings, job_id) or {}
-        metrics.cost.phase_seconds = details.get("phase_seconds")
-        metrics.cost.numerics = details.get("numerics")
+    if metrics.cost is not None and cost is not None:
+        details = cost.details
+        if details is None and settings is not None:  # finished before migration 0006: its file
+            details = read_legacy_cost_details(settings, job_id)
+        metrics.cost.phase_seconds = (details or {}).get("phase_seconds")
+        metrics.cost.numerics = (details or {}).get("numerics")
     return metrics

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from core.models import Cost, EpochMetric, Evaluation
 
 EPOCH_KEYS = {"epoch", "phase", "loss", "accuracy", "lr", "seconds", "images_per_second"}
@@ -89,9 +91,12 @@ def test_finished_job_has_evaluation_and_cost_in_the_documented_shape(client, ma
     }
 
 
-def test_a_finished_job_shows_its_phase_split_and_numerics(client, make_job, session, settings):
-    from core.cost_record import write_cost_details
+PHASES = {"startup": 0.2, "data": 0.5, "train": 9.0, "validate": 1.0, "evaluate": 1.0, "total": 12.0}
+NUMERICS = {"chosen": {"precision": "fp32", "channels_last": True, "threads": None, "compile": False},
+            "how": "cached"}  # fmt: skip
 
+
+def finished_with_cost(make_job, session, details=None):
     job = make_job(status="succeeded")
     session.add(
         Cost(
@@ -103,17 +108,32 @@ def test_a_finished_job_shows_its_phase_split_and_numerics(client, make_job, ses
             parameter_updates=1,
             peak_memory_bytes=1,
             memory_device="cpu",
+            details=details,
         )  # fmt: skip
     )
     session.commit()
-    phases = {"startup": 0.2, "data": 0.5, "train": 9.0, "validate": 1.0, "evaluate": 1.0, "total": 12.0}
-    numerics = {"chosen": {"precision": "fp32", "channels_last": True, "threads": None, "compile": False},
-                "how": "cached"}  # fmt: skip
-    write_cost_details(settings, job.id, {"phase_seconds": phases, "numerics": numerics})
+    return job
+
+
+def test_a_finished_job_shows_its_phase_split_and_numerics(client, make_job, session):
+    job = finished_with_cost(make_job, session, {"phase_seconds": PHASES, "numerics": NUMERICS})
 
     cost = client.get(f"/jobs/{job.id}/metrics").json()["cost"]
 
-    assert cost["phase_seconds"] == phases and cost["numerics"] == numerics
+    assert cost["phase_seconds"] == PHASES and cost["numerics"] == NUMERICS
+
+
+def test_a_job_from_before_the_details_column_shows_its_old_cost_file(client, make_job, session, settings):
+    job = finished_with_cost(make_job, session)
+    old = settings.artifacts_dir / "jobs" / job.id / "cost.json"
+    old.parent.mkdir(parents=True)
+    old.write_text(json.dumps({"phase_seconds": PHASES, "numerics": NUMERICS}))
+
+    cost = client.get(f"/jobs/{job.id}/metrics").json()["cost"]
+
+    assert cost["phase_seconds"] == PHASES and cost["numerics"] == NUMERICS
+    old.write_text("not json")
+    assert client.get(f"/jobs/{job.id}/metrics").json()["cost"]["phase_seconds"] is None
 
 
 def test_queued_job_has_empty_metrics(client, make_job):

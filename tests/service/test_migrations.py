@@ -19,7 +19,7 @@ from service import deps
 from service.main import create_app
 
 TABLES = {"jobs", "epoch_metrics", "evaluations", "costs", "checkpoints", "experiments", "artifacts"}
-HEAD = "0005"
+HEAD = "0006"
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 

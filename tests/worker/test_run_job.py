@@ -85,10 +85,9 @@ def test_a_pretrain_job_runs_and_records_everything(pretrained, settings, sessio
     assert not (settings.runs_dir / pretrained).exists()  # resume state is dropped once done
 
 
-def test_a_job_records_its_phase_split_in_its_cost_record(pretrained, settings):
-    from core.cost_record import read_cost_details
-
-    details = read_cost_details(settings, pretrained)
+def test_a_job_records_its_phase_split_in_its_cost_record(pretrained, sessions):
+    with sessions() as session:
+        details = session.get(Cost, pretrained).details
     assert details is not None
     phases = details["phase_seconds"]
     named = ("startup", "model", "data", "calibration", "train", "validate", "evaluate", "checkpoint")
