@@ -32,13 +32,14 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core import service_stats as stats
 from core.db import get_sessionmaker
-from core.models import Cost, EpochMetric, Experiment, Job, JobStatus, utcnow
+from core.models import JobStatus
+from core.service_stats import Distribution
 from service.inference import get_predictor_cache
 
 log = logging.getLogger(__name__)
@@ -148,109 +149,56 @@ class ModelCacheCollector(Collector):
 
 
 def _histogram(
-    session: Session,
-    name: str,
-    doc: str,
-    value: Any,
-    kind: Any,
-    buckets: Sequence[float],
-    *where: ColumnElement[bool],
-    source: Any = None,
+    name: str, doc: str, spread: list[Distribution], bounds: Sequence[float]
 ) -> HistogramMetricFamily:
-    """One query: count, sum and the cumulative count under each bucket's bound, per kind."""
-    columns = [kind, func.count(), func.coalesce(func.sum(value), 0.0)]
-    columns += [func.sum(case((value <= bound, 1), else_=0)) for bound in buckets]
-    query = select(*columns).where(*where).group_by(kind)
-    if source is not None:
-        query = query.select_from(source)
     family = HistogramMetricFamily(name, doc, labels=["kind"])
-    for row in session.execute(query).all():
-        job_kind, count, total, *under = row
-        points = [(str(float(bound)), float(n or 0)) for bound, n in zip(buckets, under, strict=True)]
-        family.add_metric([job_kind], [*points, ("+Inf", float(count))], sum_value=float(total))
+    for d in spread:
+        points = [(str(float(bound)), float(n)) for bound, n in zip(bounds, d.under, strict=True)]
+        family.add_metric([d.kind], [*points, ("+Inf", float(d.count))], sum_value=d.total)
     return family
 
 
 def database_metrics(session: Session) -> list[Metric]:
-    """Jobs, queue, workers and finished jobs' costs, as the database has them now."""
+    """Jobs, queue, workers and finished jobs' costs, as the database has them now (core/service_stats.py)."""
+    counts = stats.job_counts(session)
     jobs = GaugeMetricFamily("transferlab_jobs", "Jobs by status and kind.", labels=["status", "kind"])
-    counts = dict.fromkeys(((s.value, k) for s in JobStatus for k in ("pretrain", "finetune")), 0)
-    for status, kind, n in session.execute(
-        select(Job.status, Job.kind, func.count()).group_by(Job.status, Job.kind)
-    ):
-        counts[(status, kind)] = n
     for (status, kind), n in sorted(counts.items()):
         jobs.add_metric([status, kind], n)
-    queued = sum(n for (status, _), n in counts.items() if status == JobStatus.queued)
     depth = GaugeMetricFamily(
         "transferlab_queue_depth",
         "Jobs queued and waiting for a worker (the database's count).",
-        value=queued,
+        value=sum(n for (status, _), n in counts.items() if status == JobStatus.queued),
     )
-    oldest = session.scalar(select(func.min(Job.created_at)).where(Job.status == JobStatus.queued))
-    waited = (utcnow() - oldest).total_seconds() if oldest is not None else 0.0
     wait = GaugeMetricFamily(
         "transferlab_queue_oldest_seconds",
         "How long the oldest queued job has waited (0: none).",
-        value=waited,
+        value=stats.oldest_queued_seconds(session),
     )
     experiments = GaugeMetricFamily("transferlab_experiments", "Experiments by status.", labels=["status"])
-    for status, n in session.execute(select(Experiment.status, func.count()).group_by(Experiment.status)):
+    for status, n in stats.experiment_counts(session).items():
         experiments.add_metric([status], n)
     workers = GaugeMetricFamily(
         "transferlab_workers_alive",
         "Workers holding a live lease (running a job now), by the device they train on.",
         labels=["device"],
     )
-    live = select(Job.device, func.count(func.distinct(Job.worker))).where(
-        Job.status == JobStatus.running, Job.lease_expires_at > utcnow()
-    )
-    for device, n in session.execute(live.group_by(Job.device)):
-        workers.add_metric([device or "unknown"], n)
-    succeeded = Job.status == JobStatus.succeeded
-    per_job = (
-        select(EpochMetric.job_id, func.avg(EpochMetric.images_per_second).label("images_per_second"))
-        .where(EpochMetric.phase == "train")
-        .group_by(EpochMetric.job_id)
-        .subquery()
-    )
-    return [
-        jobs,
-        depth,
-        wait,
-        experiments,
-        workers,
-        _histogram(
-            session,
-            "transferlab_job_duration_seconds",
-            "Training plus evaluation seconds of each succeeded job.",
-            Cost.train_seconds + Cost.eval_seconds,
-            Job.kind,
-            JOB_SECONDS_BUCKETS,
-            succeeded,
-            source=Cost.__table__.join(Job.__table__, Cost.job_id == Job.id),
-        ),
-        _histogram(
-            session,
-            "transferlab_job_images_per_second",
-            "Each succeeded job's mean training throughput over its epochs.",
-            per_job.c.images_per_second,
-            Job.kind,
-            IMAGES_PER_SECOND_BUCKETS,
-            succeeded,
-            source=per_job.join(Job.__table__, per_job.c.job_id == Job.id),
-        ),
-        _histogram(
-            session,
-            "transferlab_job_peak_memory_bytes",
-            "Each succeeded job's peak memory (CUDA allocator peak, or peak RSS on CPU).",
-            Cost.peak_memory_bytes,
-            Job.kind,
-            PEAK_MEMORY_BUCKETS_BYTES,
-            succeeded,
-            source=Cost.__table__.join(Job.__table__, Cost.job_id == Job.id),
-        ),
+    for device, n in stats.live_workers(session).items():
+        workers.add_metric([device], n)
+    costs = [
+        ("transferlab_job_duration_seconds", "Training plus evaluation seconds of each succeeded job.",
+         "seconds", JOB_SECONDS_BUCKETS),
+        ("transferlab_job_images_per_second",
+         "Each succeeded job's mean training throughput over its epochs.",
+         "images_per_second", IMAGES_PER_SECOND_BUCKETS),
+        ("transferlab_job_peak_memory_bytes",
+         "Each succeeded job's peak memory (CUDA allocator peak, or peak RSS on CPU).",
+         "peak_memory_bytes", PEAK_MEMORY_BUCKETS_BYTES),
+    ]  # fmt: skip
+    histograms = [
+        _histogram(name, doc, stats.cost_distribution(session, measure, bounds), bounds)
+        for name, doc, measure, bounds in costs
     ]
+    return [jobs, depth, wait, experiments, workers, *histograms]
 
 
 class DatabaseCollector(Collector):
