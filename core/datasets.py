@@ -11,11 +11,17 @@ settings (the data root, the folder limits) and says what is wrong without showi
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.settings import Settings
 from engine.data.folders import FolderLimits
+
+if TYPE_CHECKING:
+    from engine.datasets import SplitName
 
 SAMPLES_PER_CLASS = 8
 MAX_GRID_CLASSES = 20  # a grid of more rows than this is unreadable; the first 20 classes are shown
@@ -24,6 +30,41 @@ HOW_TO_GET_DATA = (
     "(python bench/prepare_data.py copies MNIST and STL-10 from shared data; README, section Data), "
     "or upload a folder data set with POST /datasets"
 )
+
+
+# Per-class counts and sample grids the API has computed, by the splits' signatures (files' sizes and
+# modification times, or a folder's fingerprint): a data set whose files change gets new ones. Each
+# costs decoding a split (hundreds of ms for MNIST's 60,000 images), and GET /datasets/{name} and its
+# samples.png ask for them on every page view. A few data sets' worth: the grids are tens of KB.
+CACHED_DATASETS = 16
+_derived: OrderedDict[tuple[str, ...], Any] = OrderedDict()
+_derived_lock = threading.Lock()
+
+
+def _remembered(
+    settings: Settings, what: str, name: str, splits: tuple[SplitName, ...], compute: Callable[[], Any]
+) -> Any:
+    """compute() once per (data root, name, the splits' signatures), least recently used dropped."""
+    from engine.datasets import split_signature
+
+    limits = folder_limits(settings)
+    signatures = tuple(split_signature(name, s, settings.data_root, limits=limits) for s in splits)
+    key = (what, str(settings.data_root), name, *signatures)
+    with _derived_lock:
+        if key in _derived:
+            _derived.move_to_end(key)
+            return _derived[key]
+    value = compute()
+    with _derived_lock:
+        _derived[key] = value
+        while len(_derived) > CACHED_DATASETS:
+            _derived.popitem(last=False)
+    return value
+
+
+def clear_derived_cache() -> None:
+    with _derived_lock:
+        _derived.clear()
 
 
 class DataUnavailable(ValueError):
@@ -73,15 +114,24 @@ def dataset_detail(settings: Settings, name: str) -> DatasetDetail | None:
     summary = describe_dataset(name, settings.data_root, limits)
     if not summary.present or summary.problem is not None:
         return DatasetDetail(summary, None)
-    counts = {}
-    for split in ("train", "test"):
-        labels = load_split(name, split, settings.data_root, limits=limits, remember_split=False).labels
-        counts[split] = labels.bincount(minlength=len(summary.class_names)).tolist()
-    return DatasetDetail(summary, counts)
+
+    def count() -> dict[str, list[int]]:
+        counts = {}
+        for split in ("train", "test"):
+            labels = load_split(name, split, settings.data_root, limits=limits, remember_split=False).labels
+            counts[split] = labels.bincount(minlength=len(summary.class_names)).tolist()
+        return counts
+
+    return DatasetDetail(summary, _remembered(settings, "counts", name, ("train", "test"), count))
 
 
 def sample_grid_png(settings: Settings, name: str) -> bytes:
-    """A PNG of the first few test images of each class, captioned with the class names."""
+    """A PNG of the first few test images of each class, captioned with the class names; drawn once
+    per version of the test split's files."""
+    return _remembered(settings, "grid", name, ("test",), lambda: _draw_sample_grid(settings, name))
+
+
+def _draw_sample_grid(settings: Settings, name: str) -> bytes:
     import torch
 
     from engine.datasets import load_split

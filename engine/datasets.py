@@ -84,6 +84,7 @@ __all__ = [
     "describe_dataset",
     "is_builtin",
     "load_split",
+    "split_signature",
     "stratified_subset",
     "train_val_split",
 ]
@@ -214,27 +215,44 @@ def load_split(
     set laid out wrongly or over `limits`. remember_split=False leaves it out of this process's memory
     (the API's one-off reads).
     """
-    if split not in ("train", "test"):
-        raise SpecError("split", f"unknown split {split!r}; choose 'train' or 'test'")
     root = _resolve(root)
     with _lock:
-        if name in DATASETS:
-            info, fmt = DATASETS[name], _FORMATS[name]
-            paths, names_file = _find_files(info, fmt, split, root, download)
-            signature = source_signature(paths + ([names_file] if names_file else []))
-
-            def decode() -> Split:
-                images, labels, names = fmt.read(paths, names_file)
-                return Split(torch.from_numpy(images), torch.from_numpy(labels), names or info.class_names)
-        else:
-            scan, header = _folder(name, root, limits or FolderLimits())
-            signature = f"folder {scan.fingerprint} {header.image_side} {header.channels}"
-
-            def decode() -> Split:
-                images, labels = decode_split(root, scan, header, split)
-                return Split(torch.from_numpy(images), torch.from_numpy(labels), scan.classes)
-
+        signature, decode = _source(name, split, root, download, limits)
         return _cached(name, split, root, signature, decode, remember_split)
+
+
+def split_signature(
+    name: str, split: SplitName, root: Path, download: bool = False, limits: FolderLimits | None = None
+) -> str:
+    """What identifies the split's files as they are now (their sizes and modification times, or a
+    folder's fingerprint), without decoding anything: equal signatures, equal images. For callers
+    that keep something derived from a split (the API's sample grids)."""
+    with _lock:
+        return _source(name, split, _resolve(root), download, limits)[0]
+
+
+def _source(
+    name: str, split: SplitName, root: Path, download: bool, limits: FolderLimits | None
+) -> tuple[str, Callable[[], Split]]:
+    """The split's signature and how to decode it. Call with _lock held."""
+    if split not in ("train", "test"):
+        raise SpecError("split", f"unknown split {split!r}; choose 'train' or 'test'")
+    if name in DATASETS:
+        info, fmt = DATASETS[name], _FORMATS[name]
+        paths, names_file = _find_files(info, fmt, split, root, download)
+
+        def decode() -> Split:
+            images, labels, names = fmt.read(paths, names_file)
+            return Split(torch.from_numpy(images), torch.from_numpy(labels), names or info.class_names)
+
+        return source_signature(paths + ([names_file] if names_file else [])), decode
+    scan, header = _folder(name, root, limits or FolderLimits())
+
+    def decode_folder() -> Split:
+        images, labels = decode_split(root, scan, header, split)
+        return Split(torch.from_numpy(images), torch.from_numpy(labels), scan.classes)
+
+    return f"folder {scan.fingerprint} {header.image_side} {header.channels}", decode_folder
 
 
 def _resolve(root: Path) -> Path:

@@ -95,6 +95,26 @@ def test_one_data_set_has_per_class_counts_and_a_sample_grid(client, data_root, 
     assert grid.content.startswith(b"\x89PNG")
 
 
+def test_counts_and_the_grid_are_computed_once_per_version_of_the_files(
+    client, data_root, tmp_path, monkeypatch
+):
+    from core import datasets
+
+    drawn = []
+    draw = datasets._draw_sample_grid
+    monkeypatch.setattr(datasets, "_draw_sample_grid", lambda *a: drawn.append(a) or draw(*a))
+    _upload(client, _pets_zip(tmp_path))
+    first = client.get("/datasets/pets/samples.png").content
+    assert client.get("/datasets/pets/samples.png").content == first and len(drawn) == 1
+
+    extra = data_root / "folders/pets/test/cat/extra.png"
+    extra.write_bytes((data_root / "folders/pets/test/dog").glob("*.png").__next__().read_bytes())
+
+    assert client.get("/datasets/pets").json()["class_counts"]["test"] == [7, 6, 6]
+    client.get("/datasets/pets/samples.png")
+    assert len(drawn) == 2  # the test split changed: drawn again
+
+
 def test_an_unknown_data_set_is_404(client, data_root):
     assert client.get("/datasets/birds").status_code == 404
     assert client.get("/datasets/birds/samples.png").status_code == 404
