@@ -153,6 +153,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pretrain-samples", type=int, default=500)
     p.add_argument("--no-calibration-cache", action="store_true", help="ours calibrates in every run")
     p.add_argument("--out", help="every run and the verdicts as JSON")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="JSON",
+        help="print the table of earlier --out files (with --out: one file)",
+    )
     given = set(argv if argv is not None else sys.argv[1:])
     a = p.parse_args(argv)
     a.image_size_given = "--image-sizes" in given
@@ -167,6 +173,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
+    if a.merge:
+        return merge_reports(a.merge, a.out)
     from bench.finetune_throughput import make_source
     from engine.device import resolve_device
     from engine.spec import FinetuneSpec, Hyperparameters
@@ -225,7 +233,11 @@ def main(argv: list[str] | None = None) -> int:
             done.append((size, images, strategy))
             if a.out:
                 write_report(Path(a.out), a, device, runs, summarise(done, runs, a.epochs, gpu))
-    verdicts = summarise(done, runs, a.epochs, gpu)
+    return print_verdicts(summarise(done, runs, a.epochs, gpu), f"{a.repeats} run(s) per side, {device}")
+
+
+def print_verdicts(verdicts: list[dict], what: str) -> int:
+    """The table of medians and verdicts, and the overall PASS/FAIL (the exit status)."""
     rows = [[v["image_size"], v["train_images"], v["strategy"],
              f"{v['ours']['process_seconds']:.1f} / {v['textbook']['process_seconds']:.1f}",
              f"{v['whole']:.2f}x (>= {v['need_whole']:.1f})",
@@ -233,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
              f"{v['training']:.2f}x (>= {v['need_training']:.1f})",
              f"{100 * (v['ours']['test_accuracy'] - v['textbook']['test_accuracy']):+.2f}",
              v["result"]] for v in verdicts]  # fmt: skip
-    print(f"\nmedians of {a.repeats} run(s) per side, {device}:")
+    print(f"\nmedians of {what}:")
     header = ("px", "images", "strategy", "process s ours / tb", "whole", "img/s ours / tb", "training",
               "acc ours-tb (pts)", "")  # fmt: skip
     print(table(rows, header))
@@ -241,6 +253,34 @@ def main(argv: list[str] | None = None) -> int:
     all_pass = passed == len(verdicts)
     print(f"\n{'PASS' if all_pass else 'FAIL'}: {passed} of {len(verdicts)} points")
     return 0 if all_pass else 1
+
+
+def merge_reports(paths: list[str], out: str | None) -> int:
+    """Several --out files of one machine (a grid run in parts) as one table, cheapest point first;
+    with `out`, also as one JSON file (each part's arguments kept)."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    verdicts = sorted(
+        (v for part in parts for v in part["verdicts"]),
+        key=lambda v: (v["image_size"] ** 2 * v["train_images"], STRATEGIES.index(v["strategy"])),
+    )
+    print(parts[0]["machine"])
+    print(parts[0]["cpu"])
+    repeats = sorted({part["arguments"]["repeats"] for part in parts})
+    if out:
+        merged = {
+            "machine": parts[0]["machine"],
+            "cpu": parts[0]["cpu"],
+            "parts": [
+                {"file": Path(p).name, "arguments": part["arguments"]}
+                for p, part in zip(paths, parts, strict=True)
+            ],
+            "runs": {k: v for part in parts for k, v in part["runs"].items()},
+            "verdicts": verdicts,
+        }
+        Path(out).write_text(json.dumps(merged, indent=2))
+    return print_verdicts(
+        verdicts, f"{' or '.join(map(str, repeats))} run(s) per side, from {len(parts)} file(s)"
+    )
 
 
 def summarise(points: list[tuple[int, int, str]], runs: dict, epochs: int, gpu: bool) -> list[dict]:

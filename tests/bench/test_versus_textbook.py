@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from bench.versus_textbook import grid_points, parse, verdict
 
 TEXTBOOK = {"process_seconds": 60.0, "images_per_second": 100.0}
@@ -40,3 +42,28 @@ def test_the_grid_runs_cheapest_first_so_a_stopped_run_keeps_the_most_points():
     assert points[-1] == (96, 10000, "full")
     costs = [size**2 * images for size, images, _ in points]
     assert costs == sorted(costs)
+
+
+def test_reports_of_a_grid_run_in_parts_merge_into_one_table(tmp_path, capsys):
+    from bench.versus_textbook import merge_reports, summarise
+
+    def part(name: str, size: int, strategy: str, ours_seconds: float) -> str:
+        runs = {(size, 1000, strategy, "ours"): [{"process_seconds": ours_seconds, "images_per_second": 300.0,
+                                                  "test_accuracy": 0.9}],
+                (size, 1000, strategy, "textbook"): [TEXTBOOK | {"test_accuracy": 0.9}]}  # fmt: skip
+        path = tmp_path / name
+        path.write_text(json.dumps({
+            "machine": "m", "cpu": "c", "arguments": {"repeats": 1},
+            "runs": {"/".join(map(str, k)): v for k, v in runs.items()},
+            "verdicts": summarise([(size, 1000, strategy)], runs, 2, gpu=False),
+        }))  # fmt: skip
+        return str(path)
+
+    parts = [part("b.json", 96, "full", 70.0), part("a.json", 32, "full", 40.0)]
+    status = merge_reports(parts, str(tmp_path / "all.json"))
+
+    table = capsys.readouterr().out
+    assert status == 1 and "FAIL: 1 of 2 points" in table  # 70 s against 60 s fails
+    assert table.index("| 32 ") < table.index("| 96 ")  # cheapest first
+    merged = json.loads((tmp_path / "all.json").read_text())
+    assert [v["image_size"] for v in merged["verdicts"]] == [32, 96] and len(merged["runs"]) == 4
