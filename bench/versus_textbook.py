@@ -257,10 +257,14 @@ def print_verdicts(verdicts: list[dict], what: str) -> int:
 
 def merge_reports(paths: list[str], out: str | None) -> int:
     """Several --out files of one machine (a grid run in parts) as one table, cheapest point first;
-    with `out`, also as one JSON file (each part's arguments kept)."""
+    a point in a later file replaces the same point of an earlier one (a re-run). With `out`, also as
+    one JSON file (each part's arguments kept)."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
+    latest = {
+        (v["image_size"], v["train_images"], v["strategy"]): v for part in parts for v in part["verdicts"]
+    }
     verdicts = sorted(
-        (v for part in parts for v in part["verdicts"]),
+        latest.values(),
         key=lambda v: (v["image_size"] ** 2 * v["train_images"], STRATEGIES.index(v["strategy"])),
     )
     print(parts[0]["machine"])

@@ -64,6 +64,8 @@ def test_reports_of_a_grid_run_in_parts_merge_into_one_table(tmp_path, capsys):
 
     table = capsys.readouterr().out
     assert status == 1 and "FAIL: 1 of 2 points" in table  # 70 s against 60 s fails
+    assert merge_reports([*parts, part("rerun.json", 96, "full", 45.0)], None) == 0  # the re-run replaces it
+    assert "PASS: 2 of 2 points" in capsys.readouterr().out
     assert table.index("| 32 ") < table.index("| 96 ")  # cheapest first
     merged = json.loads((tmp_path / "all.json").read_text())
     assert [v["image_size"] for v in merged["verdicts"]] == [32, 96] and len(merged["runs"]) == 4
