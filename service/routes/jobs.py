@@ -277,7 +277,7 @@ def get_metrics(
     metrics = MetricsPublic.model_validate(
         {"epochs": epochs, "evaluation": evaluation, "cost": cost}, from_attributes=True
     )
-    if metrics.cost is not None and cost is not None:
+    if metrics.cost is not None and cost is not None:  # both or neither; the second is for mypy
         details = cost.details
         if details is None and settings is not None:  # finished before migration 0006: its file
             details = read_legacy_cost_details(settings, job_id)

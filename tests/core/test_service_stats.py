@@ -5,23 +5,13 @@ from __future__ import annotations
 import pytest
 
 from core import service_stats as stats
-from core.models import Cost, EpochMetric, JobStatus
+from core.models import EpochMetric, JobStatus
+from tests.rows import cost_row
 
 
 def add_cost(sessions, job_id: str, seconds: float, images_per_second: float, peak: int) -> None:
     with sessions() as session:
-        session.add(
-            Cost(
-                job_id=job_id,
-                train_seconds=seconds,
-                eval_seconds=0.0,
-                trainable_parameters=1,
-                total_parameters=1,
-                parameter_updates=1,
-                peak_memory_bytes=peak,
-                memory_device="cpu",
-            )  # fmt: skip
-        )
+        session.add(cost_row(job_id, train_seconds=seconds, eval_seconds=0.0, peak_memory_bytes=peak))
         for epoch in (1, 2):  # mean over the epochs: images_per_second
             ips = images_per_second + (10 if epoch == 1 else -10)
             session.add(EpochMetric(job_id=job_id, epoch=epoch, phase="train", loss=1.0, accuracy=0.5, lr=0.1,

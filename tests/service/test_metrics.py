@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from core.models import Cost, EpochMetric, Evaluation
+from tests.rows import cost_row
 
 EPOCH_KEYS = {"epoch", "phase", "loss", "accuracy", "lr", "seconds", "images_per_second"}
 
@@ -98,19 +99,7 @@ NUMERICS = {"chosen": {"precision": "fp32", "channels_last": True, "threads": No
 
 def finished_with_cost(make_job, session, details=None):
     job = make_job(status="succeeded")
-    session.add(
-        Cost(
-            job_id=job.id,
-            train_seconds=10.0,
-            eval_seconds=1.0,
-            trainable_parameters=1,
-            total_parameters=1,
-            parameter_updates=1,
-            peak_memory_bytes=1,
-            memory_device="cpu",
-            details=details,
-        )  # fmt: skip
-    )
+    session.add(cost_row(job.id, details=details))
     session.commit()
     return job
 

@@ -8,7 +8,8 @@ from datetime import timedelta
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from core.models import Cost, EpochMetric, JobStatus, utcnow
+from core.models import EpochMetric, JobStatus, utcnow
+from tests.rows import cost_row
 from tests.service.conftest import TOKEN
 from tests.service.test_predict import png, post
 
@@ -119,16 +120,14 @@ def test_finished_jobs_fill_the_duration_throughput_and_memory_histograms(client
     for seconds, images_per_second, peak in ((20.0, 500.0, 2**27), (400.0, 5000.0, 2**31)):
         job = make_job(status=JobStatus.succeeded)
         session.add(
-            Cost(
-                job_id=job.id,
+            cost_row(
+                job.id,
                 train_seconds=seconds - 1,
-                eval_seconds=1.0,
                 trainable_parameters=10,
                 total_parameters=10,
                 parameter_updates=100,
                 peak_memory_bytes=peak,
-                memory_device="cpu",
-            )
+            )  # fmt: skip
         )
         for epoch in (1, 2):
             session.add(
