@@ -121,7 +121,7 @@ def choose_numerics(
             key=key,
             busy=busy,
         )
-    if busy and calibration.how in ("measured", "cached"):
+    if busy and calibration.how.startswith(("measured", "cached")):
         calibration.how += " while the CPU was oversubscribed (load average above its cores)"
     return numerics_of(device, calibration.chosen), calibration
 

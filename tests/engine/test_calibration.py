@@ -6,10 +6,11 @@ from __future__ import annotations
 import torch
 
 from engine.calibrate import (
-    MAX_CALIBRATION_SHARE,
+    STEPS_PER_TRIAL,
     CalibrationCache,
     Candidate,
     Trial,
+    affordable_trial_steps,
     calibrate,
     cpu_stages,
     cuda_stages,
@@ -116,11 +117,45 @@ def test_an_unreadable_cache_is_measured_again(tmp_path):
     assert trials.timed
 
 
+def steps_affording(trial_steps_wanted: int) -> int:
+    """The smallest job whose share holds `trial_steps_wanted` trial steps."""
+    steps = 1
+    while affordable_trial_steps(steps) < trial_steps_wanted:
+        steps += 1
+    return steps
+
+
 def test_a_tiny_job_skips_calibration():
-    trials = FakeTrials({NCHW.name: 0.1})
-    steps = int(trial_steps(STAGES, FP32) / MAX_CALIBRATION_SHARE) - 1
-    calibration = choose(trials, job_steps=steps)
+    trials = FakeTrials({NCHW.name: 0.1, BF16.name: 0.1})
+    calibration = choose(trials, job_steps=steps_affording(2 * STEPS_PER_TRIAL) - 1)
     assert calibration.chosen == FP32 and trials.timed == [] and "too small" in calibration.how
+
+
+def test_a_small_job_tries_bf16_first_and_only_what_its_share_holds():
+    trials = FakeTrials({NCHW.name: 0.1, BF16.name: 0.6})
+    small = steps_affording(2 * STEPS_PER_TRIAL)
+    assert trial_steps(STAGES, FP32) > affordable_trial_steps(small)  # too small for the whole search
+    calibration = choose(trials, job_steps=small)
+    assert trials.timed == [FP32.name, BF16.name]
+    assert calibration.chosen == BF16 and calibration.how.startswith("measured within the job's share")
+    assert "share" in calibration.refused[NCHW.name]
+
+
+def test_a_partial_choice_serves_small_jobs_and_the_first_job_with_room_measures_again(tmp_path):
+    cache, key = CalibrationCache(tmp_path / "calibration.json"), {"cpu": "x"}
+    small = steps_affording(2 * STEPS_PER_TRIAL)
+    choose(FakeTrials({BF16.name: 0.6}), cache=cache, key=key, job_steps=small)
+    another_small = FakeTrials({})
+    reused = choose(another_small, cache=cache, key=key, job_steps=small)
+    assert reused.how == "cached" and reused.chosen == BF16 and another_small.timed == []
+    bf16_one_thread = Candidate("bf16", threads=1)
+    big = FakeTrials({BF16.name: 0.6, bf16_one_thread.name: 0.3})
+    measured = choose(big, cache=cache, key=key, job_steps=BIG_JOB)
+    assert measured.how == "measured" and big.timed == [FP32.name, BF16.name, NCHW.name, bf16_one_thread.name]
+    assert measured.chosen == bf16_one_thread
+    later_small = FakeTrials({})
+    assert choose(later_small, cache=cache, key=key, job_steps=small).chosen == measured.chosen
+    assert choose(FakeTrials({}), cache=cache, key=key).how == "cached"  # a whole search holds for all
 
 
 def test_no_trial_starts_after_the_budget():
