@@ -121,6 +121,7 @@ class Measurement:
     peak_memory_bytes: int
     memory_device: str
     test_accuracy: float
+    numerics: str = ""  # ours: the calibration's choice and how (e.g. "bf16/channels_last, cached")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -142,7 +143,17 @@ def measurement_of(side: str, task: str, result, epochs: int, wall_seconds: floa
         peak_memory_bytes=cost.peak_memory_bytes,
         memory_device=cost.memory_device,
         test_accuracy=result.evaluation.accuracy,
+        numerics=_numerics_line(cost.numerics),
     ).to_dict()
+
+
+def _numerics_line(numerics: dict) -> str:
+    """A run's calibration in a few words: what it chose and how (measured, cached, skipped and why)."""
+    if not numerics.get("chosen"):
+        return ""
+    from engine.calibrate import Candidate
+
+    return f"{Candidate.from_dict(numerics['chosen']).name}, {numerics.get('how', '')}"
 
 
 def add_comparison_arguments(p: argparse.ArgumentParser) -> None:

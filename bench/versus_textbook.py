@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(
                         f"  repeat {r + 1} {size:3d}px {images:6d} {strategy:8s} {side:8s} "
                         f"{result['images_per_second']:8.1f} img/s {result['process_seconds']:7.1f} s "
-                        f"process  acc {result['test_accuracy']:.4f}",
+                        f"process  acc {result['test_accuracy']:.4f}  {result.get('numerics', '')}",
                         flush=True,
                     )
             done.append((size, images, strategy))
