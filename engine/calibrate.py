@@ -115,6 +115,11 @@ class Calibration:
 
 Stage = Callable[[Candidate], Sequence[Candidate]]  # variants of the best candidate so far
 TrialRunner = Callable[[Candidate], Trial]
+Busy = bool | Callable[[], bool]  # a callable is asked only where the answer matters (it may cost a sample)
+
+
+def is_busy(busy: Busy) -> bool:
+    return busy() if callable(busy) else busy
 
 
 class CalibrationCache:
@@ -134,12 +139,12 @@ class CalibrationCache:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def get(self, key: Mapping[str, Any], busy: bool = False, complete: bool = False) -> Candidate | None:
+    def get(self, key: Mapping[str, Any], busy: Busy = False, complete: bool = False) -> Candidate | None:
         """The cached choice; one measured on a busy machine only while this one is busy too, and with
-        `complete` only one whose search tried every candidate."""
+        `complete` only one whose search tried every candidate. `busy` is asked only for a busy entry."""
         entry = self._read().get(self.key_text(key))
         try:
-            if not isinstance(entry, dict) or (entry.get("busy", False) and not busy):
+            if not isinstance(entry, dict) or (entry.get("busy", False) and not is_busy(busy)):
                 return None
             if complete and not entry.get("complete", True):  # entries before partial ones were complete
                 return None
@@ -182,10 +187,11 @@ def calibrate(
     cache: CalibrationCache | None = None,
     key: Mapping[str, Any] | None = None,
     clock: Callable[[], float] = time.perf_counter,
-    busy: bool = False,
+    busy: Busy = False,
 ) -> Calibration:
     """The cheapest candidate for a job of `job_steps` training steps (see the module's rules).
-    busy: the machine is oversubscribed now (a measurement is cached as such; see the rules)."""
+    busy: whether the machine is oversubscribed now (a measurement is cached as such; see the rules);
+    a callable is asked before the trials start, or for a cached choice that was measured busy."""
     started = clock()
     affordable = affordable_trial_steps(job_steps)
     whole_search = trial_steps(stages, baseline) <= affordable
@@ -204,6 +210,7 @@ def calibrate(
             f"job too small to repay calibration ({2 * STEPS_PER_TRIAL} trial steps for one candidate "
             f"beside the baseline, {job_steps} job steps)",
         )
+    measured_busy = is_busy(busy)  # before the trials, which load the cores themselves
     result = Calibration(baseline, "measured")
     reference = run_trial(baseline)
     result.trials[baseline.name] = reference
@@ -238,7 +245,7 @@ def calibrate(
     if not whole_search:
         result.how = f"measured within the job's share ({spent} of {job_steps} steps)"
     if cache is not None and key is not None:
-        cache.put(key, result, busy, complete=whole_search)
+        cache.put(key, result, measured_busy, complete=whole_search)
     return result
 
 

@@ -14,7 +14,6 @@ What is searched where:
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from engine.calibrate import (
     cuda_stages,
 )
 from engine.calibration_trial import TrainingStepTrial, calibration_key
+from engine.cpu_contention import OversubscriptionProbe, oversubscribed
 from engine.job_data import JobData
 from engine.loop import steps_per_epoch
 from engine.models import TransferNet
@@ -108,7 +108,8 @@ def choose_numerics(
             )
         return trial[0](candidate)
 
-    busy = device.type == "cpu" and machine_is_oversubscribed()
+    # Sampled only if asked (a CPU job that measures, or meets a choice measured busy): 0.2 s.
+    busy = OversubscriptionProbe(machine_is_oversubscribed if device.type == "cpu" else lambda: False)
     forked = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=forked):  # the job's own draws are the same with or without it
         calibration = calibrate(
@@ -121,16 +122,11 @@ def choose_numerics(
             key=key,
             busy=busy,
         )
-    if busy and calibration.how.startswith(("measured", "cached")):
-        calibration.how += " while the CPU was oversubscribed (load average above its cores)"
+    if busy.value and calibration.how.startswith(("measured", "cached")):
+        calibration.how += " while the CPU was oversubscribed (others kept over half a core of it busy)"
     return numerics_of(device, calibration.chosen), calibration
 
 
 def machine_is_oversubscribed() -> bool:
-    """More runnable threads than usable cores over the last minute (this process's own included)."""
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        return False
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return load > cores
+    """Others use this process's cores now (engine/cpu_contention.py); the tests replace it."""
+    return oversubscribed()

@@ -237,3 +237,41 @@ def test_a_choice_measured_on_a_busy_machine_is_reused_while_busy_and_measured_a
     quiet = FakeTrials({})
     assert choose(quiet, cache=cache, key=key).chosen == FP32 and quiet.timed
     assert choose(FakeTrials({}), cache=cache, key=key, busy=True).how == "cached"  # a quiet choice holds
+
+
+def test_the_busy_question_is_asked_only_where_its_answer_matters(tmp_path):
+    cache, key = CalibrationCache(tmp_path / "calibration.json"), {"cpu": "x"}
+    asked: list[bool] = []
+
+    def busy() -> bool:
+        asked.append(True)
+        return False
+
+    choose(FakeTrials({}), cache=cache, key=key, busy=busy)
+    assert len(asked) == 1  # measuring: asked once, before the trials
+    assert choose(FakeTrials({}), cache=cache, key=key, busy=busy).how == "cached" and len(asked) == 1
+    choose(FakeTrials({}), cache=cache, key={"cpu": "y"}, busy=lambda: True)  # measured busy
+    again = choose(FakeTrials({}), cache=cache, key={"cpu": "y"}, busy=busy)
+    assert again.how == "measured" and len(asked) == 3  # the busy entry asked, then the new measure
+
+
+def test_others_use_of_our_cores_is_sampled_from_proc_stat(monkeypatch):
+    from engine import cpu_contention
+
+    # Two samples of two CPUs: cpu0 busy 50 of 100 ticks, cpu1 busy 30 of 100.
+    samples = iter([{0: (1000, 800), 1: (1000, 900)}, {0: (1100, 850), 1: (1100, 970)}])
+    monkeypatch.setattr(cpu_contention, "usable_cpus", lambda: {0, 1})
+    monkeypatch.setattr(cpu_contention, "_cpu_ticks", lambda cpus: next(samples))
+    assert abs(cpu_contention.others_busy_cores(sleep=lambda s: None) - 0.8) < 1e-9
+    samples = iter([{0: (1000, 800), 1: (1000, 900)}, {0: (1100, 880), 1: (1100, 990)}])
+    assert cpu_contention.oversubscribed() is False  # 0.3 of a core: not contention
+
+
+def test_the_real_proc_stat_reads_and_a_probe_samples_once():
+    from engine.cpu_contention import OversubscriptionProbe, _cpu_ticks, usable_cpus
+
+    ticks = _cpu_ticks(usable_cpus())
+    assert ticks is not None and all(total >= idle >= 0 for total, idle in ticks.values())
+    calls: list[int] = []
+    probe = OversubscriptionProbe(lambda: calls.append(1) or True)
+    assert probe() and probe() and probe.value is True and len(calls) == 1
