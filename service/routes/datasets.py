@@ -8,7 +8,7 @@ from fastapi import APIRouter, Form, HTTPException, Path, Response, UploadFile, 
 from fastapi.exceptions import RequestValidationError
 
 from core import datasets
-from core.dataset_upload import UploadRefused, install_zip
+from core.dataset_upload import UploadRefused, install_archive
 from engine.spec import DATASET_NAME_PATTERN
 from service.dataset_schemas import DatasetDetailPublic, DatasetList, DatasetPublic, SampleGridLink
 from service.deps import SettingsDep
@@ -90,7 +90,7 @@ def upload_dataset(
     symlinks, more entries or unpacked bytes than the limits, a zip bomb, anything but PNG and JPEG,
     a missing split or an empty class."""
     try:
-        install_zip(settings, name, file.file)
+        install_archive(settings, name, file.file)
     except UploadRefused as exc:
         if exc.status_code == 422:
             error = {"type": "value_error", "loc": ("body", exc.field), "msg": exc.message, "input": name}
