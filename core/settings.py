@@ -166,10 +166,10 @@ class Settings(BaseSettings):
         description="Cap on the side a folder data set is stored at (default: its median shorter side).",
     )
     max_dataset_upload_bytes: int = Field(
-        512 * 1024**2, ge=1024, description="Largest POST /datasets request body (the zip)."
+        512 * 1024**2, ge=1024, description="Largest POST /datasets request body (the zip or tar)."
     )
     dataset_upload_max_files: int = Field(
-        20_000, ge=1, description="Entries one uploaded zip may hold (files and folders)."
+        20_000, ge=1, description="Entries one uploaded zip or tar may hold (files and folders)."
     )
     dataset_upload_max_ratio: float = Field(
         100.0,

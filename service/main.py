@@ -74,7 +74,7 @@ TAGS = [
         "comparison table, report.",
     },
     {"name": "artifacts", "description": "PNG plots of jobs and experiments, by name."},
-    {"name": "datasets", "description": "Built-in and folder data sets; upload your own images as a zip."},
+    {"name": "datasets", "description": "Built-in and folder data sets; upload your images as a zip or tar."},
     {"name": "predict", "description": "Classify PNG/JPEG images with a checkpoint."},
     {"name": "health", "description": "Liveness and readiness probes (no token needed)."},
 ]

@@ -70,10 +70,10 @@ def get_sample_grid(settings: SettingsDep, name: NameParam) -> Response:
         409: {"model": ErrorPublic, "description": "A data set of that name exists."},
         413: {
             "model": ErrorPublic,
-            "description": "The body, the zip's entries, its unpacked size or an entry's compression "
+            "description": "The body, the archive's entries, its unpacked size or a zip entry's compression "
             "ratio is over its limit.",
         },
-        415: {"model": ErrorPublic, "description": "A file in the zip is not a PNG or JPEG image."},
+        415: {"model": ErrorPublic, "description": "A file in the archive is not a PNG or JPEG image."},
     },
 )
 def upload_dataset(
@@ -83,11 +83,16 @@ def upload_dataset(
         str, Form(description="The new data set's name: 1-32 of a-z, 0-9, '_' and '-', not a built-in's.")
     ],
     file: Annotated[
-        UploadFile, Form(description="A zip of train/<class>/<image> and test/<class>/<image> (PNG or JPEG).")
+        UploadFile,
+        Form(
+            description="A zip or tar (.tar, .tar.gz, .tar.bz2, .tar.xz) of train/<class>/<image> and "
+            "test/<class>/<image> (PNG or JPEG)."
+        ),
     ],
 ) -> DatasetPublic:
-    """Add a folder data set from a zip. Refused with nothing written: absolute paths or '..',
-    symlinks, more entries or unpacked bytes than the limits, a zip bomb, anything but PNG and JPEG,
+    """Add a folder data set from a zip or a tar. Refused with nothing written: absolute paths or '..',
+    links, devices, a path twice, more entries or unpacked bytes than the limits (a zip bomb, or a tar
+    whose decompressed stream runs past them), anything but PNG and JPEG,
     a missing split or an empty class."""
     try:
         install_archive(settings, name, file.file)
