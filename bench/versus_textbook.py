@@ -256,9 +256,9 @@ def print_verdicts(verdicts: list[dict], what: str) -> int:
 
 
 def merge_reports(paths: list[str], out: str | None) -> int:
-    """Several --out files of one machine (a grid run in parts) as one table, cheapest point first;
-    a point in a later file replaces the same point of an earlier one (a re-run). With `out`, also as
-    one JSON file (each part's arguments kept)."""
+    """Several --out files of one machine (a grid run in parts, or an earlier merge) as one table,
+    cheapest point first; a point in a later file replaces the same point of an earlier one (a re-run):
+    its verdict and its runs. With `out`, also as one JSON file (each part's arguments kept)."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
     latest = {
         (v["image_size"], v["train_images"], v["strategy"]): v for part in parts for v in part["verdicts"]
@@ -269,15 +269,18 @@ def merge_reports(paths: list[str], out: str | None) -> int:
     )
     print(parts[0]["machine"])
     print(parts[0]["cpu"])
-    repeats = sorted({part["arguments"]["repeats"] for part in parts})
+    # An earlier merge is a part too: its own parts (each run's file and arguments) carry over.
+    pieces = [
+        piece
+        for path, part in zip(paths, parts, strict=True)
+        for piece in part.get("parts") or [{"file": Path(path).name, "arguments": part["arguments"]}]
+    ]
+    repeats = sorted({piece["arguments"]["repeats"] for piece in pieces})
     if out:
         merged = {
             "machine": parts[0]["machine"],
             "cpu": parts[0]["cpu"],
-            "parts": [
-                {"file": Path(p).name, "arguments": part["arguments"]}
-                for p, part in zip(paths, parts, strict=True)
-            ],
+            "parts": pieces,
             "runs": {k: v for part in parts for k, v in part["runs"].items()},
             "verdicts": verdicts,
         }

@@ -69,3 +69,9 @@ def test_reports_of_a_grid_run_in_parts_merge_into_one_table(tmp_path, capsys):
     assert table.index("| 32 ") < table.index("| 96 ")  # cheapest first
     merged = json.loads((tmp_path / "all.json").read_text())
     assert [v["image_size"] for v in merged["verdicts"]] == [32, 96] and len(merged["runs"]) == 4
+    # An earlier merge merges again: a later re-run replaces its point, its parts carry over.
+    rerun = part("rerun.json", 96, "full", 45.0)
+    assert merge_reports([str(tmp_path / "all.json"), rerun], str(tmp_path / "again.json")) == 0
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert [p["file"] for p in again["parts"]] == ["b.json", "a.json", "rerun.json"]
+    assert again["runs"]["96/1000/full/ours"][0]["process_seconds"] == 45.0 and len(again["runs"]) == 4
