@@ -23,10 +23,11 @@ The rules, each named below:
   precision, then threads, then compile), so the trials grow with the stages, not their product.
 - Bounded: no trial starts once budget_seconds have passed (the baseline always runs); what was not
   tried is not chosen.
-- Timings taken while the machine is oversubscribed (more runnable threads than cores: another job,
+- Timings taken while the machine is oversubscribed (others use the job's cores: another job,
   another build) hold while it stays so: fewer threads win by avoiding the contention, and would
   halve a quiet machine's speed. Such a choice is cached marked busy (engine/job_numerics.py passes
-  busy=True): reused while the machine is busy, measured again once it is quiet.
+  a probe that samples the cores, engine/cpu_contention.py): reused while the machine is busy,
+  measured again once it is quiet.
 - A job's trials take at most MAX_CALIBRATION_SHARE (a quarter) of its own training steps. The
   largest gain measured (bf16 on a CPU with AMX: 1.62x, 38% of training saved) could not repay trials
   longer than that on the job itself. Stages list first the candidates that gained most where we
