@@ -386,7 +386,10 @@ def test_a_dropped_connection_ends_its_stream_on_a_real_server(app, make_job):
             time.sleep(0.02)
         with httpx.stream("GET", f"http://127.0.0.1:{port}/jobs/{job.id}/events", timeout=5) as response:
             assert response.status_code == 200
-            next(response.iter_bytes())
+            # Keep the iterator: a discarded one is closed when it is collected, and closing it closes
+            # the connection (the stream would end as a disconnect before the assertion, under load).
+            chunks = response.iter_bytes()
+            next(chunks)
             assert events.STATS.open == 1
         deadline = time.monotonic() + 2
         while events.STATS.open and time.monotonic() < deadline:
