@@ -95,40 +95,39 @@ def _check_new_name(settings: Settings, name: str) -> None:
 def _checked_members(entries: list[Entry], limits: Limits) -> tuple[dict[str, str], list[str]]:
     """Layout path (train/<class>/<file>) -> archive name for every file, and the class folders the
     archive names (train/<class>/); UploadRefused before extracting."""
-    files, folders, total, seen = [], [], 0, set()
+    files: dict[tuple[str, ...], str] = {}  # path parts -> the archive's name
+    folders, total = [], 0
     for entry in entries:
         _check_path(entry.name)
         parts = PurePosixPath(entry.name).parts
         if entry.is_dir:
             folders.append(parts)
             continue
-        if parts in seen:  # which copy would be the image? neither format forbids it; we do
+        if parts in files:  # which copy would be the image? neither format forbids it; we do
             raise UploadRefused(422, "file", f"file: entry {entry.name!r} appears twice; refused")
-        seen.add(parts)
-        files.append(entry)
+        files[parts] = entry.name
         total += entry.size
     if total > limits.max_unpacked_bytes:
         raise unpacks_too_much(total, limits)
-    parts_of = {entry.name: PurePosixPath(entry.name).parts for entry in files}
-    tops = {p[0] for p in [*parts_of.values(), *folders] if p}
+    tops = {p[0] for p in [*files, *folders] if p}
     strip = len(tops) == 1 and next(iter(tops)) not in SPLITS  # one top folder around the layout
     class_folders = [
         "/".join(p) for p in (f[1:] if strip else f for f in folders) if len(p) == 2 and p[0] in SPLITS
     ]
     members = {}
-    for entry in files:
-        path = parts_of[entry.name][1:] if strip else parts_of[entry.name]
+    for parts, name in files.items():
+        path = parts[1:] if strip else parts
         if len(path) != 3 or path[0] not in SPLITS:
             raise UploadRefused(
                 422,
                 "file",
-                f"file: {entry.name!r} is not at train/<class>/<image> or test/<class>/<image>",
+                f"file: {name!r} is not at train/<class>/<image> or test/<class>/<image>",
             )
         if not path[2].lower().endswith(EXTENSIONS):
             raise UploadRefused(
-                415, "file", f"file: {entry.name!r} is not a PNG or JPEG file ({', '.join(EXTENSIONS)})"
+                415, "file", f"file: {name!r} is not a PNG or JPEG file ({', '.join(EXTENSIONS)})"
             )
-        members["/".join(path)] = entry.name
+        members["/".join(path)] = name
     return members, class_folders
 
 

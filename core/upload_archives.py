@@ -88,9 +88,11 @@ def open_archive(upload: BinaryIO, limits: Limits) -> ZipUpload | TarUpload:
     upload.seek(0)
     if head.startswith(_ZIP_MAGIC):
         return ZipUpload(upload, limits)
-    compressed = any(head.startswith(magic) for magic in _DECOMPRESSORS)
-    if compressed or head[_TAR_MAGIC_OFFSET:].startswith(b"ustar"):
-        return TarUpload(upload, limits)
+    for magic, decompress in _DECOMPRESSORS.items():
+        if head.startswith(magic):
+            return TarUpload(upload, limits, decompress)
+    if head[_TAR_MAGIC_OFFSET:].startswith(b"ustar"):
+        return TarUpload(upload, limits, None)
     raise UploadRefused(
         422, "file", "file: not a readable zip or tar archive (.zip, .tar, .tar.gz, .tar.bz2, .tar.xz)"
     )
@@ -152,8 +154,8 @@ class _Counted:
         self.stream, self.limit, self.limits, self.read_bytes = stream, limit, limits, 0
 
     def read(self, size: int = -1) -> bytes:
-        want = self.limit - self.read_bytes + 1 if size is None or size < 0 else size
-        data = self.stream.read(min(want, self.limit - self.read_bytes + 1))
+        room = self.limit - self.read_bytes + 1  # one byte past the limit tells that it is passed
+        data = self.stream.read(room if size is None or size < 0 else min(size, room))
         self.read_bytes += len(data)
         if self.read_bytes > self.limit:
             raise unpacks_too_much(self.read_bytes, self.limits)
@@ -164,8 +166,8 @@ class TarUpload:
     """A tar read twice as a stream (tarfile's "r|" mode: forward only): once for the members'
     headers, once for the chosen files' bytes. Each pass decompresses afresh, counted."""
 
-    def __init__(self, upload: BinaryIO, limits: Limits):
-        self.upload, self.limits = upload, limits
+    def __init__(self, upload: BinaryIO, limits: Limits, decompress: Callable[[BinaryIO], Readable] | None):
+        self.upload, self.limits, self.decompress = upload, limits, decompress
         # the unpacked total, and the headers and padding of as many members as may be listed
         self.stream_limit = limits.max_unpacked_bytes + TAR_HEADER_ROOM * (limits.max_entries + 1) + 10240
 
@@ -177,20 +179,13 @@ class TarUpload:
 
     def _members(self) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
         self.upload.seek(0)
-        head = self.upload.read(6)
-        self.upload.seek(0)
-        raw: Readable = self.upload
-        for magic, opener in _DECOMPRESSORS.items():
-            if head.startswith(magic):
-                raw = opener(self.upload)
+        raw = self.decompress(self.upload) if self.decompress else self.upload
         counted = _Counted(raw, self.stream_limit, self.limits)
         try:
             with tarfile.open(fileobj=counted, mode="r|") as archive:  # type: ignore[call-overload]
                 for member in archive:
                     yield archive, member
-        except UploadRefused:
-            raise
-        except _TAR_ERRORS as exc:
+        except _TAR_ERRORS as exc:  # an UploadRefused from the count is none of these: it passes
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)  # no server path
             raise UploadRefused(422, "file", f"file: not a readable tar archive ({reason})") from None
 
