@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import os
 import platform
 import statistics
 import time
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from engine.calibrate import TIMED_STEPS, WARMUP_STEPS, Candidate, Trial
+from engine.cpu_contention import usable_cpus
 from engine.models import TransferNet
 from engine.optim import make_optimizer
 from engine.preprocess import InputSpec, prepare_batch
@@ -115,7 +115,7 @@ def _cpu_identity() -> dict[str, Any]:
                     model = value.strip()
                 elif name.strip() == "flags" and not flags:
                     flags = value.strip()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = len(usable_cpus())
     return {
         "cpu": model,
         "cpu_flags_sha256": hashlib.sha256(flags.encode()).hexdigest()[:16],
