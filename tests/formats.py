@@ -147,3 +147,8 @@ def write_image_folder(
                 suffix = ".png" if fmt == "PNG" else ".jpg"
                 folder_image(label, size, mode, rng).save(folder / split / name / f"{i}{suffix}", fmt)
     return folder
+
+
+def files_under(root: Path) -> list[Path]:
+    """Every file (not folder) below root: what a refused upload must have left behind (nothing)."""
+    return [p for p in root.rglob("*") if not p.is_dir()]

@@ -211,3 +211,15 @@ def trained_checkpoint(settings: Settings, make_job: Callable[..., Job], session
 @pytest.fixture
 def auth_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def data_root(env, tmp_path: Path) -> Path:
+    """An empty data root of this test's own (uploads write to it)."""
+    from engine.datasets import clear_memory_cache
+
+    root = tmp_path / "data"
+    root.mkdir()
+    env(DATA_DIR=root)
+    clear_memory_cache()
+    return root

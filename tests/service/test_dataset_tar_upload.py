@@ -11,24 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.datasets import clear_memory_cache
-from tests.formats import write_image_folder
+from tests.formats import files_under, write_image_folder
 
 CLASSES = ("cat", "dog")
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture
-def data_root(env, tmp_path: Path) -> Path:
-    root = tmp_path / "data"
-    root.mkdir()
-    env(DATA_DIR=root)
-    clear_memory_cache()
-    return root
-
-
-def _files_under(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if not p.is_dir()]
 
 
 def _upload(client, data: bytes, filename: str = "pets.tar.gz"):
@@ -98,7 +84,7 @@ def test_a_bad_tar_is_refused_and_leaves_nothing_on_disk(client, data_root, tmp_
     response = _upload(client, _tar([*_pets(tmp_path, ""), *extra]))
     assert response.status_code == code, response.text
     assert says in response.text and str(data_root) not in response.text
-    assert _files_under(data_root) == [] and not (data_root / "folders/pets").exists()
+    assert files_under(data_root) == [] and not (data_root / "folders/pets").exists()
 
 
 def test_a_tar_that_holds_one_path_twice_is_refused(client, data_root, tmp_path):
@@ -106,7 +92,7 @@ def test_a_tar_that_holds_one_path_twice_is_refused(client, data_root, tmp_path)
     again = _member(members[0][0].name, members[0][1].getvalue())
     response = _upload(client, _tar([*members, again]))
     assert response.status_code == 422 and "appears twice" in response.text
-    assert _files_under(data_root) == []
+    assert files_under(data_root) == []
 
 
 def test_a_tar_gz_that_unpacks_past_the_limit_is_refused_while_it_is_read(client, env, data_root, tmp_path):
@@ -116,7 +102,7 @@ def test_a_tar_gz_that_unpacks_past_the_limit_is_refused_while_it_is_read(client
     response = _upload(client, bomb)
     assert response.status_code == 413 and "TRANSFERLAB_FOLDER_MAX_TOTAL_BYTES" in response.text
     assert "20000008" not in response.text  # stopped by the counted stream, not after reading it all
-    assert _files_under(data_root) == []
+    assert files_under(data_root) == []
 
 
 def test_a_tar_with_more_members_than_the_limit_is_refused(client, env, data_root, tmp_path):
@@ -124,7 +110,7 @@ def test_a_tar_with_more_members_than_the_limit_is_refused(client, env, data_roo
     env(DATA_DIR=data_root, DATASET_UPLOAD_MAX_FILES=len(members) - 1)
     response = _upload(client, _tar(members))
     assert response.status_code == 413 and "TRANSFERLAB_DATASET_UPLOAD_MAX_FILES" in response.text
-    assert _files_under(data_root) == []
+    assert files_under(data_root) == []
 
 
 @pytest.mark.parametrize(
@@ -145,4 +131,4 @@ def test_a_truncated_tar_gz_is_refused(client, data_root, tmp_path):
     response = _upload(client, whole[: len(whole) // 2])
     assert response.status_code == 422, response.text
     assert "not a readable tar archive" in response.text or "cannot be unpacked" in response.text
-    assert _files_under(data_root) == []
+    assert files_under(data_root) == []

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.datasets import clear_memory_cache
-from tests.formats import write_image_folder
+from tests.formats import files_under, write_image_folder
 
 CLASSES = ("cat", "dog", "owl")
 PRETRAIN = {
@@ -19,16 +18,6 @@ PRETRAIN = {
     "hyperparameters": {"epochs": 1},
     "data": {"image_size": 16},
 }
-
-
-@pytest.fixture
-def data_root(env, tmp_path: Path) -> Path:
-    """An empty data root of this test's own (uploads write to it)."""
-    root = tmp_path / "data"
-    root.mkdir()
-    env(DATA_DIR=root)
-    clear_memory_cache()
-    return root
 
 
 def _zip_of(folder: Path, prefix: str = "") -> bytes:
@@ -48,10 +37,6 @@ def _upload(client, data: bytes, name: str = "pets"):
     return client.post(
         "/datasets", data={"name": name}, files={"file": ("pets.zip", data, "application/zip")}
     )
-
-
-def _files_under(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if not p.is_dir()]
 
 
 def test_the_list_names_every_builtin_with_whether_its_files_are_present(client, tiny_data_root):
@@ -175,14 +160,14 @@ def test_a_bad_zip_is_refused_and_leaves_nothing_on_disk(client, data_root, tmp_
     assert response.status_code == code, response.text
     assert says in response.text
     assert str(data_root) not in response.text
-    assert _files_under(data_root) == [] and not (data_root / "folders/pets").exists()
+    assert files_under(data_root) == [] and not (data_root / "folders/pets").exists()
 
 
 def test_a_zip_without_a_test_split_is_refused(client, data_root, tmp_path):
     train_only = [e for e in _valid_entries(tmp_path) if e[0].startswith("train/")]
     response = _upload(client, _crafted(*train_only))
     assert response.status_code == 422 and "the 'test' split is missing" in response.text
-    assert _files_under(data_root) == []
+    assert files_under(data_root) == []
 
 
 def test_more_entries_or_unpacked_bytes_than_the_limits_are_refused(client, env, data_root, tmp_path):
@@ -193,14 +178,14 @@ def test_more_entries_or_unpacked_bytes_than_the_limits_are_refused(client, env,
     env(DATA_DIR=data_root, DATASET_UPLOAD_MAX_FILES=None, FOLDER_MAX_TOTAL_BYTES=1024)
     response = _upload(client, _crafted(*entries))
     assert response.status_code == 413 and "TRANSFERLAB_FOLDER_MAX_TOTAL_BYTES" in response.text
-    assert _files_under(data_root) == []
+    assert files_under(data_root) == []
 
 
 def test_a_body_over_the_upload_limit_is_413_before_it_is_read(client, env, data_root, tmp_path):
     env(DATA_DIR=data_root, MAX_DATASET_UPLOAD_BYTES=4096)
     response = _upload(client, _pets_zip(tmp_path))
     assert response.status_code == 413 and "over the limit of 4096 bytes" in response.text
-    assert _files_under(data_root) == []
+    assert files_under(data_root) == []
 
 
 def test_a_file_that_is_not_a_zip_is_refused(client, data_root):
@@ -213,14 +198,14 @@ def test_a_name_that_is_a_builtins_or_not_allowed_is_422(client, data_root, tmp_
     response = _upload(client, _pets_zip(tmp_path), name=name)
     assert response.status_code == 422 and says in response.text
     assert response.json()["detail"][0]["loc"] == ["body", "name"]
-    assert _files_under(data_root) == []
+    assert files_under(data_root) == []
 
 
 def test_a_name_taken_is_409_and_keeps_the_first(client, data_root, tmp_path):
     assert _upload(client, _pets_zip(tmp_path)).status_code == 201
-    before = sorted(_files_under(data_root / "folders"))
+    before = sorted(files_under(data_root / "folders"))
     assert _upload(client, _pets_zip(tmp_path)).status_code == 409
-    assert sorted(_files_under(data_root / "folders")) == before
+    assert sorted(files_under(data_root / "folders")) == before
 
 
 def test_a_job_on_absent_data_is_422_naming_the_folder_files_and_how_to_get_them(
